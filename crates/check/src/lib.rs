@@ -1,0 +1,1 @@
+//! The TLS check: DNS facts plus probes, judged by mailtls-core

@@ -1,0 +1,29 @@
+//! # mailtls-core
+//!
+//! The domain model and the pure policy of mailtls. Everything here is a
+//! function from facts to a decision: no sockets, no DNS, no clock (time is
+//! passed in). The check, and later the relay, gather facts at their edges
+//! (the `mailtls-dns`, `mailtls-tls` and `mailtls-smtp` crates) and ask this
+//! crate what those facts mean, so that both always agree.
+//!
+//! * [`level`]: the ordered transport-security scale (SPEC §1, §3).
+//! * [`address`]: parsing and IDNA normalisation of what a user types.
+//! * [`dns`]: DNS answers together with their DNSSEC status (RFC 4035).
+//! * [`dane`]: TLSA records and the RFC 7672 §2.2 rules for when they apply.
+//! * [`probe`]: what one STARTTLS probe of one address observed.
+//! * [`verdict`]: facts about a domain → the four verdicts of SPEC §1.
+//! * [`report`]: the JSON shape of a verdict, shared by CLI and API.
+
+pub mod address;
+pub mod dane;
+pub mod dns;
+pub mod level;
+pub mod probe;
+pub mod report;
+pub mod verdict;
+
+pub use address::{Address, AddressError, Domain, Target};
+pub use dane::{TlsaRecord, TlsaUsability};
+pub use dns::{Answer, DnssecStatus, Lookup};
+pub use level::{Level, TlsLevel};
+

@@ -1,0 +1,1 @@
+//! The JSON shape of a verdict. (Being written.)

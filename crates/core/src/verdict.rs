@@ -1,0 +1,1 @@
+//! Facts about a domain → its verdict (SPEC §1). (Being written.)

@@ -1,0 +1,1 @@
+//! SMTP client dialogues: the STARTTLS probe (RFC 5321, RFC 3207)

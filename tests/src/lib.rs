@@ -1,0 +1,1 @@
+//! Test harness: signed DNS zones and SMTP servers on loopback.
