@@ -1,0 +1,1 @@
+//! Signed zones under a private root, served on loopback (owned by the DNS work).

@@ -1,0 +1,1 @@
+//! Test certificates (owned by the SMTP work).

@@ -1,0 +1,1 @@
+//! SMTP servers for the test world (owned by the SMTP work).
