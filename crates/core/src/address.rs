@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn invalid_inputs_get_a_reason() {
-            let cases: &[(&str, AddressError)] = &[
+        let cases: &[(&str, AddressError)] = &[
             ("", AddressError::Empty),
             ("foo", AddressError::MissingAt),
             ("a@", AddressError::EmptyDomain),
@@ -277,22 +277,41 @@ mod tests {
             ("a@-x-.org", AddressError::HyphenAtEdge("-x-".into())),
             ("a@x..org", AddressError::EmptyLabel),
             ("a b@example.org", AddressError::BadLocalPart),
-            ("a@exa mple.org", AddressError::BadCharacter("exa mple.org".into())),
-            ("a@under_score.org", AddressError::BadCharacter("under_score.org".into())),
+            (
+                "a@exa mple.org",
+                AddressError::BadCharacter("exa mple.org".into()),
+            ),
+            (
+                "a@under_score.org",
+                AddressError::BadCharacter("under_score.org".into()),
+            ),
             ("a@localhost", AddressError::SingleLabel("localhost".into())),
-            ("a@[192.0.2.1]", AddressError::AddressLiteral("192.0.2.1".into())),
+            (
+                "a@[192.0.2.1]",
+                AddressError::AddressLiteral("192.0.2.1".into()),
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(Address::parse(input).as_ref().err(), Some(want), "{input:?}");
+            assert_eq!(
+                Address::parse(input).as_ref().err(),
+                Some(want),
+                "{input:?}"
+            );
         }
         for label in [64, 300] {
             let input = format!("a@{}.org", "x".repeat(label));
-            assert!(matches!(Address::parse(&input), Err(AddressError::LabelTooLong(_))), "{label}");
+            assert!(
+                matches!(Address::parse(&input), Err(AddressError::LabelTooLong(_))),
+                "{label}"
+            );
         }
         let too_long = format!("a@{}.org", "x".repeat(400));
         assert_eq!(Address::parse(&too_long).err(), Some(AddressError::TooLong));
         let name = format!("a@{}org", "abcdefghi.".repeat(26));
-        assert_eq!(Address::parse(&name).err(), Some(AddressError::DomainTooLong));
+        assert_eq!(
+            Address::parse(&name).err(),
+            Some(AddressError::DomainTooLong)
+        );
     }
 
     #[test]
@@ -306,7 +325,10 @@ mod tests {
     #[test]
     fn scan_lines_accept_domains_and_addresses() {
         assert_eq!(
-            Target::parse_address_or_domain("Example.org").expect("domain").domain().as_str(),
+            Target::parse_address_or_domain("Example.org")
+                .expect("domain")
+                .domain()
+                .as_str(),
             "example.org"
         );
         assert!(matches!(

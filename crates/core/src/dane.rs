@@ -79,10 +79,12 @@ impl TlsaRecord {
 /// Lower-case hex of `bytes` (fingerprints, TLSA data).
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Why DANE does not apply to a host (mail to it is opportunistic).
@@ -151,10 +153,8 @@ pub fn tlsa_plan(
 ) -> TlsaPlan {
     // RFC 7672 §2.2.1: "If the MX RRset (or any CNAME leading to it) is
     // insecure, DANE does not apply". Bogus MX never gets this far.
-    if let Some(status) = mx_dnssec {
-        if status != DnssecStatus::Secure {
-            return TlsaPlan::Skip(NotApplicable::InsecureMx);
-        }
+    if mx_dnssec.is_some_and(|status| status != DnssecStatus::Secure) {
+        return TlsaPlan::Skip(NotApplicable::InsecureMx);
     }
     let answer = match addresses {
         Lookup::Found(answer) => answer,
@@ -179,7 +179,10 @@ pub fn tlsa_plan(
         }
     }
     query_names.push(tlsa_owner(&host));
-    TlsaPlan::LookUp { query_names, reference_names }
+    TlsaPlan::LookUp {
+        query_names,
+        reference_names,
+    }
 }
 
 /// What the TLSA look-ups mean for a host.
@@ -240,7 +243,9 @@ impl TlsaState {
 pub fn tlsa_state(plan: &TlsaPlan, outcomes: &[(String, Lookup<TlsaRecord>)]) -> TlsaState {
     let reference_names = match plan {
         TlsaPlan::Skip(reason) => return TlsaState::NotApplicable { reason: *reason },
-        TlsaPlan::LookUp { reference_names, .. } => reference_names,
+        TlsaPlan::LookUp {
+            reference_names, ..
+        } => reference_names,
     };
     let mut reason = NotApplicable::NoTlsa;
     for (owner, outcome) in outcomes {
@@ -254,7 +259,10 @@ pub fn tlsa_state(plan: &TlsaPlan, outcomes: &[(String, Lookup<TlsaRecord>)]) ->
             }
             // RFC 7672 §2.2: TLSA records that are not secure are ignored.
             Lookup::Found(_) => reason = NotApplicable::InsecureTlsa,
-            Lookup::NoRecords { dnssec: DnssecStatus::Secure, .. } => {}
+            Lookup::NoRecords {
+                dnssec: DnssecStatus::Secure,
+                ..
+            } => {}
             // An unsigned denial below a secure address answer should not
             // happen (the names share a zone or a signed delegation); it
             // proves nothing about DANE, so DANE does not apply.
@@ -288,7 +296,12 @@ mod tests {
     use crate::dns::Answer;
 
     fn rec(usage: u8, selector: u8, matching: u8, len: usize) -> TlsaRecord {
-        TlsaRecord { usage, selector, matching, data: vec![0xab; len] }
+        TlsaRecord {
+            usage,
+            selector,
+            matching,
+            data: vec![0xab; len],
+        }
     }
 
     fn addrs(dnssec: DnssecStatus, canonical: Option<&str>) -> Lookup<IpAddr> {
@@ -300,11 +313,18 @@ mod tests {
     }
 
     fn secure_tlsa(records: Vec<TlsaRecord>) -> Lookup<TlsaRecord> {
-        Lookup::Found(Answer { records, dnssec: DnssecStatus::Secure, canonical_name: None })
+        Lookup::Found(Answer {
+            records,
+            dnssec: DnssecStatus::Secure,
+            canonical_name: None,
+        })
     }
 
     fn secure_denial() -> Lookup<TlsaRecord> {
-        Lookup::NoRecords { nxdomain: false, dnssec: DnssecStatus::Secure }
+        Lookup::NoRecords {
+            nxdomain: false,
+            dnssec: DnssecStatus::Secure,
+        }
     }
 
     // RFC 7672 §3.1: usable records are DANE-TA(2) and DANE-EE(3).
@@ -336,20 +356,32 @@ mod tests {
     // RFC 7672 §2.2.1: an insecure MX RRset disables DANE for its hosts.
     #[test]
     fn insecure_mx_skips_tlsa() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Insecure), &addrs(DnssecStatus::Secure, None));
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Insecure),
+            &addrs(DnssecStatus::Secure, None),
+        );
         assert_eq!(plan, TlsaPlan::Skip(NotApplicable::InsecureMx));
     }
 
     // RFC 7672 §2.2.2: insecure address records (or CNAMEs) disable DANE.
     #[test]
     fn insecure_addresses_skip_tlsa() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Insecure, None));
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Insecure, None),
+        );
         assert_eq!(plan, TlsaPlan::Skip(NotApplicable::InsecureAddresses));
     }
 
     #[test]
     fn secure_host_looks_up_its_own_tlsa() {
-        let plan = tlsa_plan("MX.Example.", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Secure, None));
+        let plan = tlsa_plan(
+            "MX.Example.",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, None),
+        );
         assert_eq!(
             plan,
             TlsaPlan::LookUp {
@@ -363,11 +395,18 @@ mod tests {
     // are reference identifiers for DANE-TA(2).
     #[test]
     fn cname_expanded_name_is_tried_first() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Secure, Some("real.example.net.")));
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, Some("real.example.net.")),
+        );
         assert_eq!(
             plan,
             TlsaPlan::LookUp {
-                query_names: vec!["_25._tcp.real.example.net".into(), "_25._tcp.mx.example".into()],
+                query_names: vec![
+                    "_25._tcp.real.example.net".into(),
+                    "_25._tcp.mx.example".into()
+                ],
                 reference_names: vec!["mx.example".into(), "real.example.net".into()],
             }
         );
@@ -382,35 +421,87 @@ mod tests {
 
     #[test]
     fn tlsa_servfail_defers_never_plaintext() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Secure, None));
-        let state = tlsa_state(&plan, &[("_25._tcp.mx.example".into(), Lookup::Failed { reason: "SERVFAIL".into() })]);
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, None),
+        );
+        let state = tlsa_state(
+            &plan,
+            &[(
+                "_25._tcp.mx.example".into(),
+                Lookup::Failed {
+                    reason: "SERVFAIL".into(),
+                },
+            )],
+        );
         assert!(matches!(state, TlsaState::LookupFailed { .. }));
-        let state = tlsa_state(&plan, &[("_25._tcp.mx.example".into(), Lookup::Bogus { reason: "bad sig".into() })]);
+        let state = tlsa_state(
+            &plan,
+            &[(
+                "_25._tcp.mx.example".into(),
+                Lookup::Bogus {
+                    reason: "bad sig".into(),
+                },
+            )],
+        );
         assert!(matches!(state, TlsaState::LookupFailed { .. }));
     }
 
     #[test]
     fn secure_denial_means_no_dane() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Secure, None));
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, None),
+        );
         let state = tlsa_state(&plan, &[("_25._tcp.mx.example".into(), secure_denial())]);
-        assert_eq!(state, TlsaState::NotApplicable { reason: NotApplicable::NoTlsa });
+        assert_eq!(
+            state,
+            TlsaState::NotApplicable {
+                reason: NotApplicable::NoTlsa
+            }
+        );
         assert!(!state.requires_tls());
     }
 
     // RFC 7672 §2.2: only secure TLSA RRsets count.
     #[test]
     fn insecure_tlsa_is_ignored() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Secure, None));
-        let insecure = Lookup::Found(Answer { records: vec![rec(3, 1, 1, 32)], dnssec: DnssecStatus::Insecure, canonical_name: None });
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, None),
+        );
+        let insecure = Lookup::Found(Answer {
+            records: vec![rec(3, 1, 1, 32)],
+            dnssec: DnssecStatus::Insecure,
+            canonical_name: None,
+        });
         let state = tlsa_state(&plan, &[("_25._tcp.mx.example".into(), insecure)]);
-        assert_eq!(state, TlsaState::NotApplicable { reason: NotApplicable::InsecureTlsa });
+        assert_eq!(
+            state,
+            TlsaState::NotApplicable {
+                reason: NotApplicable::InsecureTlsa
+            }
+        );
     }
 
     // RFC 7672 §2.2: a secure RRset with no usable record still makes TLS mandatory.
     #[test]
     fn pkix_only_rrset_makes_tls_mandatory_without_authentication() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Secure, None));
-        let state = tlsa_state(&plan, &[("_25._tcp.mx.example".into(), secure_tlsa(vec![rec(1, 1, 1, 32)]))]);
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, None),
+        );
+        let state = tlsa_state(
+            &plan,
+            &[(
+                "_25._tcp.mx.example".into(),
+                secure_tlsa(vec![rec(1, 1, 1, 32)]),
+            )],
+        );
         assert!(state.requires_tls());
         assert!(!state.requires_match());
         assert!(state.usable_records().is_empty());
@@ -418,8 +509,18 @@ mod tests {
 
     #[test]
     fn usable_rrset_requires_a_match() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Secure, None));
-        let state = tlsa_state(&plan, &[("_25._tcp.mx.example".into(), secure_tlsa(vec![rec(0, 0, 1, 32), rec(3, 1, 1, 32)]))]);
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, None),
+        );
+        let state = tlsa_state(
+            &plan,
+            &[(
+                "_25._tcp.mx.example".into(),
+                secure_tlsa(vec![rec(0, 0, 1, 32), rec(3, 1, 1, 32)]),
+            )],
+        );
         assert!(state.requires_match());
         assert_eq!(state.usable_records(), vec![rec(3, 1, 1, 32)]);
     }
@@ -427,15 +528,24 @@ mod tests {
     // RFC 7672 §2.2.2: the expanded name's denial falls back to the initial name.
     #[test]
     fn expanded_name_denial_falls_back_to_initial_name() {
-        let plan = tlsa_plan("mx.example", Some(DnssecStatus::Secure), &addrs(DnssecStatus::Secure, Some("real.example.net")));
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, Some("real.example.net")),
+        );
         let state = tlsa_state(
             &plan,
             &[
                 ("_25._tcp.real.example.net".into(), secure_denial()),
-                ("_25._tcp.mx.example".into(), secure_tlsa(vec![rec(3, 1, 1, 32)])),
+                (
+                    "_25._tcp.mx.example".into(),
+                    secure_tlsa(vec![rec(3, 1, 1, 32)]),
+                ),
             ],
         );
-        assert!(matches!(&state, TlsaState::Published { owner, .. } if owner == "_25._tcp.mx.example"));
+        assert!(
+            matches!(&state, TlsaState::Published { owner, .. } if owner == "_25._tcp.mx.example")
+        );
         assert!(!tlsa_outcome_decides(&secure_denial()));
     }
 }

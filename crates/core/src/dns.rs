@@ -133,8 +133,26 @@ mod tests {
 
     #[test]
     fn null_mx_is_the_root_name() {
-        assert!(MxRecord { preference: 0, exchange: String::new() }.is_null());
-        assert!(MxRecord { preference: 0, exchange: ".".into() }.is_null());
-        assert!(!MxRecord { preference: 0, exchange: "mx.example".into() }.is_null());
+        assert!(
+            MxRecord {
+                preference: 0,
+                exchange: String::new()
+            }
+            .is_null()
+        );
+        assert!(
+            MxRecord {
+                preference: 0,
+                exchange: ".".into()
+            }
+            .is_null()
+        );
+        assert!(
+            !MxRecord {
+                preference: 0,
+                exchange: "mx.example".into()
+            }
+            .is_null()
+        );
     }
 }

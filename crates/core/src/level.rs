@@ -79,8 +79,9 @@ impl Serialize for Level {
 impl<'de> Deserialize<'de> for Level {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
-        Level::from_name(&name)
-            .ok_or_else(|| serde::de::Error::unknown_variant(&name, &["unknown", "none", "tls", "dane"]))
+        Level::from_name(&name).ok_or_else(|| {
+            serde::de::Error::unknown_variant(&name, &["unknown", "none", "tls", "dane"])
+        })
     }
 }
 

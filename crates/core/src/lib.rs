@@ -27,3 +27,5 @@ pub use dane::{TlsaRecord, TlsaUsability};
 pub use dns::{Answer, DnssecStatus, Lookup};
 pub use level::{Level, TlsLevel};
 
+pub use report::CheckReport;
+pub use verdict::{DomainFacts, HostFacts, Problem, verdict};

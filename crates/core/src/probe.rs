@@ -104,7 +104,9 @@ impl ProbeOutcome {
     pub fn reached(&self) -> bool {
         !matches!(
             self,
-            ProbeOutcome::NotAllowed | ProbeOutcome::ConnectFailed { .. } | ProbeOutcome::SmtpFailed { .. }
+            ProbeOutcome::NotAllowed
+                | ProbeOutcome::ConnectFailed { .. }
+                | ProbeOutcome::SmtpFailed { .. }
         )
     }
 
@@ -112,7 +114,9 @@ impl ProbeOutcome {
     /// that far.
     pub fn starttls_offered(&self) -> Option<bool> {
         match self {
-            ProbeOutcome::NotAllowed | ProbeOutcome::ConnectFailed { .. } | ProbeOutcome::SmtpFailed { .. } => None,
+            ProbeOutcome::NotAllowed
+            | ProbeOutcome::ConnectFailed { .. }
+            | ProbeOutcome::SmtpFailed { .. } => None,
             ProbeOutcome::NoStarttls => Some(false),
             _ => Some(true),
         }
@@ -172,7 +176,21 @@ mod tests {
 
     #[test]
     fn special_addresses_are_restricted() {
-        for ip in ["127.0.0.1", "127.1.2.3", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.0.1", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "2001:db8::1"] {
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.0.1",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+        ] {
             assert!(is_restricted_address(ip.parse().expect("ip")), "{ip}");
         }
         for ip in ["93.184.216.34", "8.8.8.8", "2a00:1450::1"] {
