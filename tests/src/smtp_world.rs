@@ -83,6 +83,9 @@ pub enum Behaviour {
         /// The leaf's key, PKCS#8 DER.
         key: Vec<u8>,
     },
+    /// Offers STARTTLS, answers it `220`, then never speaks TLS (a
+    /// handshake that hangs).
+    StallAfterStarttls,
     /// Accepts the connection and never sends a banner.
     Silent,
     /// Sends a banner line that never ends (until the client hangs up, or
@@ -127,6 +130,7 @@ impl Behaviour {
                 | Behaviour::RefuseStarttls
                 | Behaviour::PipelineAfterStarttls { .. }
                 | Behaviour::CloseAfterHandshake { .. }
+                | Behaviour::StallAfterStarttls
         )
     }
 }
@@ -403,6 +407,9 @@ async fn session(tcp: TcpStream, ctx: Arc<Ctx>) {
     let Ok(Next::StartTls) = dialogue(&mut plain, &ctx, false).await else {
         return;
     };
+    if matches!(ctx.behaviour, Behaviour::StallAfterStarttls) {
+        std::future::pending::<()>().await;
+    }
     // What the client sent after STARTTLS, before the handshake, is
     // discarded here too (CVE-2011-0411, server side).
     let tcp = plain.stream;
