@@ -91,6 +91,8 @@ pub enum Behaviour {
     /// Sends a banner line that never ends (until the client hangs up, or
     /// 16 MiB).
     EndlessLine,
+    /// Not an SMTP server: answers the connection with an HTTP error.
+    NotSmtp,
     /// Greets with `554 5.3.2 no service` (RFC 5321 §3.1).
     RefuseService,
     /// An RFC 821 server: EHLO is `502`, HELO works, no STARTTLS.
@@ -388,6 +390,12 @@ async fn session(tcp: TcpStream, ctx: Arc<Ctx>) {
                     break;
                 }
             }
+            return;
+        }
+        Behaviour::NotSmtp => {
+            let _ = plain
+                .send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
             return;
         }
         Behaviour::RefuseService => {

@@ -28,9 +28,14 @@ fn start(behaviour: Behaviour) -> RunningServer {
     SmtpServer::start_on_fresh_ip(behaviour).expect("test SMTP server starts")
 }
 
+/// Runs the probe as a spawned task, as `scan` will: this also proves its
+/// future is `Send`.
 async fn probe_ip(ip: IpAddr, config: &ProbeConfig, dane: Option<&DaneParams>) -> AddressProbe {
     let tls = TlsClient::new().expect("TLS client");
-    probe_address(&tls, config, ip, SERVER_NAME, dane).await
+    let (config, dane) = (config.clone(), dane.cloned());
+    tokio::spawn(async move { probe_address(&tls, &config, ip, SERVER_NAME, dane.as_ref()).await })
+        .await
+        .expect("the probe never panics")
 }
 
 async fn probe(server: &RunningServer, dane: Option<&DaneParams>) -> AddressProbe {
@@ -211,6 +216,19 @@ async fn refusing_banner_is_smtp_failed_with_the_reply() {
     };
     assert!(reason.contains("554"), "{reason}");
     assert_eq!(server.commands(), [cmd(false, "QUIT")]);
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_banner_is_smtp_failed() {
+    let server = start(Behaviour::NotSmtp);
+    let probe = probe(&server, None).await;
+    let ProbeOutcome::SmtpFailed { reason } = &probe.outcome else {
+        panic!("expected SmtpFailed, got {:?}", probe.outcome);
+    };
+    assert!(
+        reason.contains("not an SMTP reply") && reason.contains("HTTP/1.1"),
+        "{reason}"
+    );
 }
 
 // CVE-2011-0411 / SPEC §7: plaintext after the 220 to STARTTLS is discarded.
