@@ -7,7 +7,7 @@
 //! server (the lesson of Postfix's `posttls-finger`).
 //!
 //! * [`reply`]: reply parsing as a pure function over bytes, with the
-//!   limits of RFC 5321 §4.5.3.1 (fuzzed).
+//!   limits of RFC 5321 §4.5.3.1; the entry point for a fuzz target.
 //! * [`ehlo`]: service extensions from an EHLO reply (RFC 5321 §4.1.1.1).
 //! * [`client`]: one connection, command by command, and the STARTTLS
 //!   upgrade that discards pipelined plaintext (RFC 3207, CVE-2011-0411).

@@ -3,7 +3,7 @@
 //! [`parse_reply`] is a pure function from the bytes received so far to
 //! "a complete reply and how many bytes it used", "need more bytes", or an
 //! error. The socket loop in [`crate::client`] feeds it; the fuzz target feeds
-//! it directly. Everything a server sends passes through here first, so the
+//! it directly (once written). Everything a server sends passes through here first, so the
 //! limits live here too.
 //!
 //! # Why not `smtp-proto`
