@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn no_input_panics() {
         // A small exhaustive sweep over short inputs made of the bytes that
-        // matter to the grammar; the fuzz target covers the rest.
+        // matter to the grammar; a fuzz target is to cover the rest.
         let alphabet = [b'2', b'5', b'0', b' ', b'-', b'\r', b'\n', b'x', 0xff];
         let mut input = Vec::new();
         for n in 0..=5u32 {
