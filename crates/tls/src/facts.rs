@@ -30,7 +30,12 @@ pub(crate) fn session(ssl: &SslRef) -> Session {
     let old_protocol = matches!(ssl.version2(), Some(v) if v == SslVersion::SSL3 || v == SslVersion::TLS1 || v == SslVersion::TLS1_1);
     let Some(cipher) = ssl.current_cipher() else {
         // Not reachable after a completed handshake; report what is known.
-        return Session { version, cipher: String::from("(none)"), key_exchange: None, legacy: true };
+        return Session {
+            version,
+            cipher: String::from("(none)"),
+            key_exchange: None,
+            legacy: true,
+        };
     };
     let kx = ffi::cipher_kx_nid(cipher);
     let rsa_key_transport = kx == ffi::NID_KX_RSA;
@@ -41,14 +46,25 @@ pub(crate) fn session(ssl: &SslRef) -> Session {
             // TLS 1.2 DHE uses server-chosen parameters, not a named group
             // (RFC 7919 is not negotiated by OpenSSL 3.0 for TLS 1.2): report
             // the size of the server's key.
-            (kx == ffi::NID_KX_DHE).then(|| ssl.peer_tmp_key().map(|k| format!("DHE {}-bit", k.bits())).ok()).flatten()
+            (kx == ffi::NID_KX_DHE)
+                .then(|| {
+                    ssl.peer_tmp_key()
+                        .map(|k| format!("DHE {}-bit", k.bits()))
+                        .ok()
+                })
+                .flatten()
         })
     };
     // Legacy (reported, still used opportunistically, RFC 7435): protocols
     // before TLS 1.2, RSA key transport (no forward secrecy) and every
     // non-AEAD suite (CBC MAC-then-encrypt, RC4, NULL).
     let legacy = old_protocol || rsa_key_transport || !ffi::cipher_is_aead(cipher);
-    Session { version, cipher: cipher.name().to_owned(), key_exchange, legacy }
+    Session {
+        version,
+        cipher: cipher.name().to_owned(),
+        key_exchange,
+        legacy,
+    }
 }
 
 /// The certificates the peer sent, leaf first.
@@ -56,16 +72,27 @@ pub(crate) fn chain(ssl: &SslRef) -> Vec<CertificateInfo> {
     // On the client side OpenSSL's peer chain includes the leaf.
     match ssl.peer_cert_chain() {
         Some(chain) => chain.iter().map(certificate_info).collect(),
-        None => ssl.peer_certificate().map(|c| vec![certificate_info(&c)]).unwrap_or_default(),
+        None => ssl
+            .peer_certificate()
+            .map(|c| vec![certificate_info(&c)])
+            .unwrap_or_default(),
     }
 }
 
 /// One certificate as [`CertificateInfo`].
 pub(crate) fn certificate_info(cert: &X509Ref) -> CertificateInfo {
-    let sha256 = cert.digest(MessageDigest::sha256()).map(|d| hex(&d)).unwrap_or_default();
+    let sha256 = cert
+        .digest(MessageDigest::sha256())
+        .map(|d| hex(&d))
+        .unwrap_or_default();
     let dns_names = cert
         .subject_alt_names()
-        .map(|names| names.iter().filter_map(|n| n.dnsname().map(str::to_owned)).collect())
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.dnsname().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     CertificateInfo {
         subject: one_line_dn(cert.subject_name()),
@@ -155,11 +182,16 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + DAYS_0000_03_01_TO_EPOCH;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_from_march = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -193,8 +225,12 @@ mod tests {
         let mut b = X509Name::builder().expect("builder");
         b.append_entry_by_text("C", "DE").expect("C");
         b.append_entry_by_text("O", "Example, Inc.").expect("O");
-        b.append_entry_by_text("CN", "mx.example\nX=evil").expect("CN");
+        b.append_entry_by_text("CN", "mx.example\nX=evil")
+            .expect("CN");
         let name = b.build();
-        assert_eq!(one_line_dn(&name), "CN=mx.example\\0AX=evil, O=Example\\, Inc., C=DE");
+        assert_eq!(
+            one_line_dn(&name),
+            "CN=mx.example\\0AX=evil, O=Example\\, Inc., C=DE"
+        );
     }
 }

@@ -86,7 +86,11 @@ pub(crate) enum TlsaAdd {
 pub(crate) fn ctx_dane_enable(ctx: &mut SslContextBuilder) -> Result<(), ErrorStack> {
     // Safety: see the module docs; the builder owns a valid SSL_CTX.
     let rc = unsafe { SSL_CTX_dane_enable(ctx.as_ptr()) };
-    if rc <= 0 { Err(ErrorStack::get()) } else { Ok(()) }
+    if rc <= 0 {
+        Err(ErrorStack::get())
+    } else {
+        Ok(())
+    }
 }
 
 /// Enables DANE on one connection, with `base_domain` as the TLSA base domain
@@ -96,7 +100,11 @@ pub(crate) fn ctx_dane_enable(ctx: &mut SslContextBuilder) -> Result<(), ErrorSt
 ///
 /// Must be called before the handshake, on a connection whose context went
 /// through [`ctx_dane_enable`].
-pub(crate) fn ssl_dane_enable(ssl: &mut SslRef, base_domain: &CStr, extra_names: &[&CStr]) -> Result<(), ErrorStack> {
+pub(crate) fn ssl_dane_enable(
+    ssl: &mut SslRef,
+    base_domain: &CStr,
+    extra_names: &[&CStr],
+) -> Result<(), ErrorStack> {
     // Safety: see the module docs; OpenSSL copies the name.
     let rc = unsafe { SSL_dane_enable(ssl.as_ptr(), base_domain.as_ptr()) };
     if rc <= 0 {
@@ -124,7 +132,16 @@ pub(crate) fn ssl_dane_tlsa_add(
     data: &[u8],
 ) -> Result<TlsaAdd, ErrorStack> {
     // Safety: see the module docs; OpenSSL copies `data` (`dlen` bytes).
-    let rc = unsafe { SSL_dane_tlsa_add(ssl.as_ptr(), usage, selector, matching, data.as_ptr(), data.len()) };
+    let rc = unsafe {
+        SSL_dane_tlsa_add(
+            ssl.as_ptr(),
+            usage,
+            selector,
+            matching,
+            data.as_ptr(),
+            data.len(),
+        )
+    };
     match rc {
         1.. => Ok(TlsaAdd::Added),
         0 => {
@@ -137,30 +154,65 @@ pub(crate) fn ssl_dane_tlsa_add(
     }
 }
 
-/// The TLSA record that authenticated the peer after a completed handshake:
-/// `(depth, usage, selector, matching type, data)`. `None` when DANE was not
-/// enabled, verification failed, or no TLSA record matched.
-///
-/// The depth is that of the matched certificate, 0 for the server's own; a
-/// DANE-TA(2) key that is not in the chain sent reports the depth one past the
-/// top certificate sent.
-pub(crate) fn ssl_dane_match(ssl: &SslRef) -> Option<(u32, u8, u8, u8, Vec<u8>)> {
-    // Safety: see the module docs; both out-pointers may be NULL.
-    let depth = unsafe { SSL_get0_dane_authority(ssl.as_ptr(), ptr::null_mut(), ptr::null_mut()) };
+/// Which TLSA record authenticated the peer, from a completed handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DaneMatch {
+    /// Depth of the matched certificate, 0 for the server's own. A
+    /// DANE-TA(2) bare public key (2 1 0) that the server did not send counts
+    /// as one past the top certificate it signed: OpenSSL itself reports
+    /// the depth of that signed certificate, which would read like a match
+    /// of the certificate itself.
+    pub(crate) depth: u32,
+    pub(crate) usage: u8,
+    pub(crate) selector: u8,
+    pub(crate) matching: u8,
+    pub(crate) data: Vec<u8>,
+}
+
+/// The TLSA record that authenticated the peer after a completed handshake;
+/// `None` when DANE was not enabled, verification failed, or no TLSA record
+/// matched.
+pub(crate) fn ssl_dane_match(ssl: &SslRef) -> Option<DaneMatch> {
+    let mut mcert: *mut sys::X509 = ptr::null_mut();
+    let mut mspki: *mut sys::EVP_PKEY = ptr::null_mut();
+    // Safety: see the module docs; the out-pointers point at locals and
+    // receive borrowed ("get0") pointers that are only tested for NULL.
+    let depth = unsafe { SSL_get0_dane_authority(ssl.as_ptr(), &mut mcert, &mut mspki) };
     let depth = u32::try_from(depth).ok()?;
-    let (mut usage, mut selector, mut mtype) = (0u8, 0u8, 0u8);
+    let bare_key = mcert.is_null() && !mspki.is_null();
+    let (mut usage, mut selector, mut matching) = (0u8, 0u8, 0u8);
     let mut data: *const c_uchar = ptr::null();
     let mut dlen: usize = 0;
     // Safety: see the module docs; the out-pointers point at locals. `data`
     // points into the SSL's matched record, valid while `ssl` is borrowed;
     // it is copied below.
-    let rc = unsafe { SSL_get0_dane_tlsa(ssl.as_ptr(), &mut usage, &mut selector, &mut mtype, &mut data, &mut dlen) };
+    let rc = unsafe {
+        SSL_get0_dane_tlsa(
+            ssl.as_ptr(),
+            &mut usage,
+            &mut selector,
+            &mut matching,
+            &mut data,
+            &mut dlen,
+        )
+    };
     if rc < 0 || data.is_null() {
         return None;
     }
     // Safety: OpenSSL returned `data` with `dlen` bytes, see above.
-    let bytes = unsafe { std::slice::from_raw_parts(data, dlen) }.to_vec();
-    Some((depth, usage, selector, mtype, bytes))
+    let data = unsafe { std::slice::from_raw_parts(data, dlen) }.to_vec();
+    let depth = if bare_key {
+        depth.saturating_add(1)
+    } else {
+        depth
+    };
+    Some(DaneMatch {
+        depth,
+        usage,
+        selector,
+        matching,
+        data,
+    })
 }
 
 /// The key-exchange group of the connection (`SSL_get_negotiated_group` and
@@ -168,7 +220,14 @@ pub(crate) fn ssl_dane_match(ssl: &SslRef) -> Option<(u32, u8, u8, u8, Vec<u8>)>
 /// named group was used (RSA key transport, TLS 1.2 finite-field DHE).
 pub(crate) fn negotiated_group(ssl: &SslRef) -> Option<String> {
     // Safety: see the module docs; this control takes no argument.
-    let id = unsafe { sys::SSL_ctrl(ssl.as_ptr(), SSL_CTRL_GET_NEGOTIATED_GROUP, 0, ptr::null_mut()) };
+    let id = unsafe {
+        sys::SSL_ctrl(
+            ssl.as_ptr(),
+            SSL_CTRL_GET_NEGOTIATED_GROUP,
+            0,
+            ptr::null_mut(),
+        )
+    };
     if id <= 0 {
         return None;
     }
@@ -181,7 +240,15 @@ pub(crate) fn negotiated_group(ssl: &SslRef) -> Option<String> {
         return Some(format!("group 0x{:04x}", id & 0xffff));
     }
     // Safety: non-null, NUL-terminated C string from libssl.
-    Some(unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned())
+    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+    // libssl names groups as the IANA registry does (`x25519`, `secp256r1`);
+    // the curves of RFC 7748 are written `X25519`/`X448` everywhere else
+    // (OpenSSL's object names, Postfix's logs), so follow that.
+    Some(match &*name {
+        "x25519" => String::from("X25519"),
+        "x448" => String::from("X448"),
+        other => other.to_owned(),
+    })
 }
 
 /// The key-exchange NID of a cipher suite (`NID_kx_rsa`, `NID_kx_ecdhe`,
@@ -201,7 +268,9 @@ pub(crate) fn cipher_is_aead(cipher: &SslCipherRef) -> bool {
 /// The verification parameters of an initialised store context, to set the
 /// expected host name and purpose before `verify_cert`.
 /// `None` only for a context that was not initialised.
-pub(crate) fn store_ctx_param_mut(ctx: &mut X509StoreContextRef) -> Option<&mut X509VerifyParamRef> {
+pub(crate) fn store_ctx_param_mut(
+    ctx: &mut X509StoreContextRef,
+) -> Option<&mut X509VerifyParamRef> {
     // Safety: see the module docs.
     let param = unsafe { X509_STORE_CTX_get0_param(ctx.as_ptr()) };
     if param.is_null() {

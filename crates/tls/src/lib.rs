@@ -45,7 +45,8 @@ use mailtls_core::dane::TlsaRecord;
 use mailtls_core::probe::{DaneCheck, TlsFacts};
 use openssl::error::ErrorStack;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslVerifyMode, SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslVerifyMode,
+    SslVersion,
 };
 use openssl::x509::store::X509Store;
 use openssl::x509::verify::X509CheckFlags;
@@ -117,8 +118,8 @@ pub enum TlsSetupError {
         /// OpenSSL's reason.
         reason: String,
     },
-    /// The system trust store could not be loaded.
-    #[error("cannot load the system trust store: {reason}")]
+    /// The trust store could not be loaded.
+    #[error("cannot load the trust store: {reason}")]
     TrustStore {
         /// OpenSSL's reason.
         reason: String,
@@ -151,9 +152,30 @@ pub enum HandshakeError {
 impl TlsClient {
     /// Builds the client context and loads the system trust store.
     pub fn new() -> Result<TlsClient, TlsSetupError> {
-        let context = opportunistic_context().map_err(|e| TlsSetupError::Context { reason: reasons(&e) })?;
-        let web_pki = pkix::system_store().map_err(|e| TlsSetupError::TrustStore { reason: reasons(&e) })?;
-        Ok(TlsClient { inner: Arc::new(Inner { context, web_pki }) })
+        let context = opportunistic_context().map_err(|e| TlsSetupError::Context {
+            reason: reasons(&e),
+        })?;
+        let web_pki = pkix::system_store().map_err(|e| TlsSetupError::TrustStore {
+            reason: reasons(&e),
+        })?;
+        Ok(TlsClient {
+            inner: Arc::new(Inner { context, web_pki }),
+        })
+    }
+
+    /// Like [`TlsClient::new`], but the informational Web PKI check trusts
+    /// exactly the PEM certificates in `roots` instead of the system store:
+    /// for a private PKI, and for tests. DANE is unaffected.
+    pub fn with_web_pki_roots(roots: &[u8]) -> Result<TlsClient, TlsSetupError> {
+        let context = opportunistic_context().map_err(|e| TlsSetupError::Context {
+            reason: reasons(&e),
+        })?;
+        let web_pki = pkix::store_from_pem(roots).map_err(|e| TlsSetupError::TrustStore {
+            reason: reasons(&e),
+        })?;
+        Ok(TlsClient {
+            inner: Arc::new(Inner { context, web_pki }),
+        })
     }
 
     /// Runs the TLS client handshake on an already-connected stream (after
@@ -176,7 +198,9 @@ impl TlsClient {
             ssl.set_hostname(server_name).map_err(setup_error)?;
         }
         let dane = match &params.dane {
-            Some(dane) if !dane.records.is_empty() => Some(enable_dane(&mut ssl, dane, server_name)?),
+            Some(dane) if !dane.records.is_empty() => {
+                Some(enable_dane(&mut ssl, dane, server_name)?)
+            }
             _ => None,
         };
 
@@ -185,12 +209,18 @@ impl TlsClient {
         // accepts. The outcome is read afterwards from SSL_get_verify_result.
         let first_failure: Arc<OnceLock<VerifyFailure>> = Arc::new(OnceLock::new());
         let recorder = Arc::clone(&first_failure);
-        ssl.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx: &mut X509StoreContextRef| {
-            if !ok {
-                let _ = recorder.set(VerifyFailure { result: ctx.error(), depth: ctx.error_depth() });
-            }
-            true
-        });
+        ssl.set_verify_callback(
+            SslVerifyMode::PEER,
+            move |ok, ctx: &mut X509StoreContextRef| {
+                if !ok {
+                    let _ = recorder.set(VerifyFailure {
+                        result: ctx.error(),
+                        depth: ctx.error_depth(),
+                    });
+                }
+                true
+            },
+        );
 
         let mut tls = SslStream::new(ssl, stream).map_err(setup_error)?;
         if let Err(e) = Pin::new(&mut tls).connect().await {
@@ -260,7 +290,11 @@ struct DaneSetup {
 }
 
 /// Enables DANE on `ssl` with `dane`'s records and names.
-fn enable_dane(ssl: &mut SslRef, dane: &DaneParams, server_name: &str) -> Result<DaneSetup, HandshakeError> {
+fn enable_dane(
+    ssl: &mut SslRef,
+    dane: &DaneParams,
+    server_name: &str,
+) -> Result<DaneSetup, HandshakeError> {
     let mut names = Vec::with_capacity(dane.reference_names.len().max(1));
     let given: Vec<&str> = if dane.reference_names.is_empty() {
         vec![server_name]
@@ -270,30 +304,42 @@ fn enable_dane(ssl: &mut SslRef, dane: &DaneParams, server_name: &str) -> Result
     for name in given {
         let name = name.trim_end_matches('.');
         if name.is_empty() {
-            return Err(HandshakeError::Setup { reason: "empty DANE reference name".into() });
+            return Err(HandshakeError::Setup {
+                reason: "empty DANE reference name".into(),
+            });
         }
         names.push(CString::new(name).map_err(|_| HandshakeError::Setup {
             reason: format!("DANE reference name with a NUL byte: {name:?}"),
         })?);
     }
-    let (base, extra) = names
-        .split_first()
-        .ok_or_else(|| HandshakeError::Setup { reason: "no DANE reference name".into() })?;
+    let (base, extra) = names.split_first().ok_or_else(|| HandshakeError::Setup {
+        reason: "no DANE reference name".into(),
+    })?;
     let extra: Vec<_> = extra.iter().map(CString::as_c_str).collect();
     ffi::ssl_dane_enable(ssl, base, &extra).map_err(setup_error)?;
     // RFC 7672 §3.2.3: a wildcard matches only a whole left-most label.
-    ssl.param_mut().set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+    ssl.param_mut()
+        .set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
 
     let mut accepted = 0;
     for record in &dane.records {
-        match ffi::ssl_dane_tlsa_add(ssl, record.usage, record.selector, record.matching, &record.data)
-            .map_err(setup_error)?
+        match ffi::ssl_dane_tlsa_add(
+            ssl,
+            record.usage,
+            record.selector,
+            record.matching,
+            &record.data,
+        )
+        .map_err(setup_error)?
         {
             ffi::TlsaAdd::Added => accepted += 1,
             ffi::TlsaAdd::Unusable => {}
         }
     }
-    Ok(DaneSetup { records: dane.records.clone(), accepted })
+    Ok(DaneSetup {
+        records: dane.records.clone(),
+        accepted,
+    })
 }
 
 /// The first verification failure the callback saw.
@@ -304,39 +350,56 @@ struct VerifyFailure {
 }
 
 /// Reads the DANE outcome off a completed handshake.
-fn dane_outcome(ssl: &SslRef, setup: &DaneSetup, first_failure: Option<&VerifyFailure>) -> DaneCheck {
+fn dane_outcome(
+    ssl: &SslRef,
+    setup: &DaneSetup,
+    first_failure: Option<&VerifyFailure>,
+) -> DaneCheck {
     if setup.accepted == 0 {
         // OpenSSL would fall back to PKIX with no usable record; there are no
         // anchors in the context, but say plainly what happened.
         return DaneCheck::Mismatch {
-            reason: "OpenSSL could not use any of the TLSA records (malformed certificate or key data)".into(),
+            reason:
+                "OpenSSL could not use any of the TLSA records (malformed certificate or key data)"
+                    .into(),
         };
     }
-    if let Some((depth, usage, selector, matching, data)) = ffi::ssl_dane_match(ssl) {
+    if let Some(m) = ffi::ssl_dane_match(ssl) {
         let index = setup.records.iter().position(|r| {
-            r.usage == usage && r.selector == selector && r.matching == matching && r.data == data
+            r.usage == m.usage
+                && r.selector == m.selector
+                && r.matching == m.matching
+                && r.data == m.data
         });
         return match index {
-            Some(record) => DaneCheck::Matched { record, depth },
-            None => DaneCheck::Mismatch { reason: "OpenSSL reported a match on a TLSA record it was not given".into() },
+            Some(record) => DaneCheck::Matched {
+                record,
+                depth: m.depth,
+            },
+            None => DaneCheck::Mismatch {
+                reason: "OpenSSL reported a match on a TLSA record it was not given".into(),
+            },
         };
     }
-    let result = ssl.verify_result();
-    let reason = if result == X509VerifyResult::OK {
-        String::from("no TLSA record matched")
-    } else {
-        match first_failure {
-            Some(first) if first.result == result => {
-                format!("{} (certificate at depth {})", result.error_string(), first.depth)
-            }
-            Some(first) => format!(
-                "{}; first error: {} (certificate at depth {})",
-                result.error_string(),
+    // The first failure names the cause ("no matching DANE TLSA records");
+    // the final verify result may be a later consequence ("hostname
+    // mismatch" on the unanchored chain), so it is only added when it differs.
+    let last = ssl.verify_result();
+    let reason = match first_failure {
+        Some(first) => {
+            let mut reason = format!(
+                "{} (certificate at depth {})",
                 first.result.error_string(),
                 first.depth
-            ),
-            None => result.error_string().to_owned(),
+            );
+            if last != first.result && last != X509VerifyResult::OK {
+                reason.push_str("; then: ");
+                reason.push_str(last.error_string());
+            }
+            reason
         }
+        None if last != X509VerifyResult::OK => last.error_string().to_owned(),
+        None => String::from("no TLSA record matched"),
     };
     DaneCheck::Mismatch { reason }
 }
@@ -355,24 +418,34 @@ fn reasons(stack: &ErrorStack) -> String {
             parts.push(part);
         }
     }
-    if parts.is_empty() { String::from("unknown OpenSSL error") } else { parts.join("; ") }
+    if parts.is_empty() {
+        String::from("unknown OpenSSL error")
+    } else {
+        parts.join("; ")
+    }
 }
 
 fn setup_error(stack: ErrorStack) -> HandshakeError {
-    HandshakeError::Setup { reason: reasons(&stack) }
+    HandshakeError::Setup {
+        reason: reasons(&stack),
+    }
 }
 
 fn handshake_error(error: openssl::ssl::Error) -> HandshakeError {
     if let Some(stack) = error.ssl_error() {
-        return HandshakeError::Protocol { reason: reasons(stack) };
+        return HandshakeError::Protocol {
+            reason: reasons(stack),
+        };
     }
     let code = error.code();
     match error.into_io_error() {
         Ok(io) => HandshakeError::Io(io),
-        Err(_) if code == ErrorCode::SYSCALL => {
-            HandshakeError::Protocol { reason: "the server closed the connection during the handshake".into() }
-        }
-        Err(other) => HandshakeError::Protocol { reason: other.to_string() },
+        Err(_) if code == ErrorCode::SYSCALL => HandshakeError::Protocol {
+            reason: "the server closed the connection during the handshake".into(),
+        },
+        Err(other) => HandshakeError::Protocol {
+            reason: other.to_string(),
+        },
     }
 }
 

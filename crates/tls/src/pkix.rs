@@ -14,7 +14,7 @@ use openssl::ssl::SslRef;
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509CheckFlags;
-use openssl::x509::{X509PurposeId, X509StoreContext};
+use openssl::x509::{X509, X509PurposeId, X509StoreContext};
 
 use crate::ffi;
 
@@ -26,6 +26,15 @@ pub(crate) fn system_store() -> Result<X509Store, ErrorStack> {
     Ok(builder.build())
 }
 
+/// A store trusting exactly the PEM certificates in `pem`.
+pub(crate) fn store_from_pem(pem: &[u8]) -> Result<X509Store, ErrorStack> {
+    let mut builder = X509StoreBuilder::new()?;
+    for cert in X509::stack_from_pem(pem)? {
+        builder.add_cert(cert)?;
+    }
+    Ok(builder.build())
+}
+
 /// Whether the peer's chain verifies for `server_name` (a host name, or an
 /// IP address literal) as a TLS server certificate, now. False when there is
 /// no certificate, no name, or on any OpenSSL failure.
@@ -34,12 +43,20 @@ pub(crate) fn chain_is_valid(store: &X509Store, ssl: &SslRef, server_name: &str)
         // An empty host would switch the name check off.
         return false;
     }
-    let Some(leaf) = ssl.peer_certificate() else { return false };
-    let Ok(empty) = Stack::new() else { return false };
+    let Some(leaf) = ssl.peer_certificate() else {
+        return false;
+    };
+    let Ok(empty) = Stack::new() else {
+        return false;
+    };
     let untrusted = ssl.peer_cert_chain().unwrap_or(&empty);
-    let Ok(mut context) = X509StoreContext::new() else { return false };
+    let Ok(mut context) = X509StoreContext::new() else {
+        return false;
+    };
     let verified = context.init(store, &leaf, untrusted, |ctx| {
-        let Some(param) = ffi::store_ctx_param_mut(ctx) else { return Ok(false) };
+        let Some(param) = ffi::store_ctx_param_mut(ctx) else {
+            return Ok(false);
+        };
         param.set_purpose(X509PurposeId::SSL_SERVER)?;
         match server_name.parse::<IpAddr>() {
             Ok(ip) => param.set_ip(ip)?,
