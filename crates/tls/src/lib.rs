@@ -185,6 +185,11 @@ impl TlsClient {
     /// Completes even when DANE does not match and for any certificate; only
     /// protocol and connection failures are errors. Never panics on peer
     /// input. Not time-limited: wrap it in `tokio::time::timeout`.
+    ///
+    /// `stream` must start exactly at the first TLS byte: the caller discards
+    /// anything the server pipelined after its `STARTTLS` reply before
+    /// calling this (CVE-2011-0411, SPEC §7), so pass the socket itself, not a
+    /// buffered reader that may hold such bytes.
     pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
         stream: S,
@@ -454,4 +459,31 @@ fn handshake_error(error: openssl::ssl::Error) -> HandshakeError {
 /// error for a mere "want read" of an unrelated connection.
 fn drain_error_queue() {
     let _ = ErrorStack::get();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: T) {}
+
+    // The relay and the check share one client across tokio tasks, and spawn
+    // the handshake future.
+    #[test]
+    fn client_and_handshake_future_are_shareable() {
+        let client = TlsClient::new().expect("client");
+        assert_send_sync(&client);
+        let params = HandshakeParams {
+            server_name: "mx.example".into(),
+            dane: None,
+        };
+        let (a, _b) = tokio::io::duplex(64);
+        assert_send(client.handshake(a, &params));
+    }
+
+    #[test]
+    fn empty_error_stack_still_reads_as_a_reason() {
+        assert_eq!(reasons(&ErrorStack::get()), "unknown OpenSSL error");
+    }
 }

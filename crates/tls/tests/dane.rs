@@ -144,6 +144,27 @@ async fn dane_ta_bare_public_key_not_sent_by_the_server() {
     );
 }
 
+// RFC 7671 §5.2.2: a full DANE-TA(2) certificate (2 0 0) from DNS completes
+// a chain the server sent without its CA.
+#[tokio::test]
+async fn dane_ta_full_certificate_not_sent_by_the_server() {
+    let ca = Ca::new("Example Mail CA");
+    let leaf = ca.issue(&[MX]);
+    let addr = serve(acceptor(&leaf));
+    let records = vec![tlsa(2, 0, 0, ca.cert.to_der().expect("DER"))];
+    let facts = handshake(&client(), addr, &dane(MX, records, &[MX]))
+        .await
+        .expect("handshake");
+    assert_eq!(facts.chain.len(), 1);
+    assert_eq!(
+        facts.dane,
+        DaneCheck::Matched {
+            record: 0,
+            depth: 1
+        }
+    );
+}
+
 // RFC 7671 §5.2: 2 1 1 matches the digest of the CA key in the chain sent.
 #[tokio::test]
 async fn dane_ta_spki_digest_matches_sent_ca() {
@@ -336,4 +357,35 @@ async fn dane_state_is_per_connection() {
     assert!(is_dane_authenticated(
         &handshake(&client, addr, &good).await.expect("4")
     ));
+}
+
+// Many concurrent handshakes on a multi-threaded runtime, good, bad and
+// broken interleaved: each gets its own verdict (no state or OpenSSL error
+// queue leaks between connections sharing worker threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_handshakes_keep_their_own_outcome() {
+    let client = client();
+    let id = self_signed(&[MX]);
+    let addr = serve(acceptor(&id));
+    let garbage = serve_raw(b"220 not tls\r\n");
+    let good = dane(MX, vec![tlsa(3, 1, 1, spki_sha256(&id.cert))], &[MX]);
+    let bad = dane(MX, vec![tlsa(3, 1, 1, vec![7; 32])], &[MX]);
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (client, good, bad) = (client.clone(), good.clone(), bad.clone());
+        tasks.push(tokio::spawn(async move {
+            match i % 3 {
+                0 => assert!(is_dane_authenticated(
+                    &handshake(&client, addr, &good).await.expect("good")
+                )),
+                1 => assert!(!is_dane_authenticated(
+                    &handshake(&client, addr, &bad).await.expect("bad")
+                )),
+                _ => assert!(handshake(&client, garbage, &good).await.is_err()),
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
 }
