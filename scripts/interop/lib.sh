@@ -53,7 +53,7 @@ port_free() {
     local addr=$1 port=$2 proto=${3:-tcp} flag=-ltnH
     [[ $proto == udp ]] && flag=-lunH
     if ss "$flag" "( sport = :$port )" | awk '{print $4}' |
-        grep -Eq "^($addr|0\.0\.0\.0|\*|\[::\]):$port$"; then
+        grep -E "^($addr|0\.0\.0\.0|\*|\[::\]):$port$" >/dev/null; then
         ss "$flag"p "( sport = :$port )" >&2
         die "$addr:$port/$proto is taken by a process we did not start"
     fi
