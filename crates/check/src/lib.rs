@@ -1,1 +1,233 @@
-//! The TLS check: DNS facts plus probes, judged by mailtls-core
+//! # mailtls-check: the TLS check
+//!
+//! Gathers the facts about a recipient domain (SPEC §1) at the edges: the MX
+//! RRset, each host's addresses and TLSA records with their DNSSEC status
+//! (`mailtls-dns`), and a STARTTLS probe of every address (`mailtls-smtp` on
+//! `mailtls-tls`, the same client the relay uses, as Postfix's
+//! posttls-finger reuses its smtp client). The verdict itself is
+//! `mailtls_core::verdict`: this crate decides nothing.
+//!
+//! Limits: at most [`MAX_MX_HOSTS`] MX hosts and [`MAX_ADDRESSES_PER_HOST`]
+//! addresses per host are probed, so a hostile MX RRset cannot turn a check
+//! into a scan of someone else's network.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::future::join_all;
+use mailtls_core::dane::TlsaState;
+use mailtls_core::dns::{DnssecStatus, Lookup, MxRecord};
+use mailtls_core::probe::AddressProbe;
+use mailtls_core::{Address, CheckReport, Domain, DomainFacts, HostFacts, Target};
+use mailtls_dns::{DnsConfig, MailResolver};
+use mailtls_smtp::ProbeConfig;
+use mailtls_tls::{DaneParams, TlsClient};
+
+/// MX hosts probed per domain, most preferred first (Postfix's
+/// `smtp_mx_address_limit` defaults to 5 addresses; we look wider because the
+/// check must see every host mail could go to, but not without bound).
+pub const MAX_MX_HOSTS: usize = 10;
+/// Addresses probed per MX host.
+pub const MAX_ADDRESSES_PER_HOST: usize = 4;
+
+/// What the check needs to run.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// DNS resolver and validation mode.
+    pub dns: DnsConfig,
+    /// SMTP probe settings (EHLO name, time limit, port, private addresses).
+    pub probe: ProbeConfig,
+}
+
+/// Why the check could not be set up. One line for a person.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckSetupError {
+    /// The DNS side could not be set up.
+    #[error("DNS: {0}")]
+    Dns(#[from] mailtls_dns::DnsSetupError),
+    /// The TLS client could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] mailtls_tls::TlsSetupError),
+}
+
+/// Runs checks. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Checker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    resolver: MailResolver,
+    tls: TlsClient,
+    probe: ProbeConfig,
+}
+
+impl Checker {
+    /// Builds the resolver and the TLS client.
+    pub fn new(config: &CheckConfig) -> Result<Checker, CheckSetupError> {
+        Ok(Checker {
+            inner: Arc::new(Inner {
+                resolver: MailResolver::new(&config.dns)?,
+                tls: TlsClient::new()?,
+                probe: config.probe.clone(),
+            }),
+        })
+    }
+
+    /// Checks what a person typed: an address (`check`) or, with
+    /// `accept_domains`, also a bare domain (`scan`). Invalid input gives a
+    /// report with the `invalid_address` problem, never an error.
+    pub async fn check_input(&self, input: &str, accept_domains: bool) -> CheckReport {
+        let parsed = if accept_domains {
+            Target::parse_address_or_domain(input)
+        } else {
+            Address::parse(input).map(Target::Address)
+        };
+        match parsed {
+            Ok(target) => self.check(&target).await,
+            Err(error) => CheckReport::invalid(input.trim(), &error, SystemTime::now()),
+        }
+    }
+
+    /// Gathers the facts for the target's domain and judges them.
+    pub async fn check(&self, target: &Target) -> CheckReport {
+        let facts = self.gather(target.domain()).await;
+        mailtls_core::verdict(target, &facts, SystemTime::now())
+    }
+
+    /// Gathers DNS facts and probes every address of every MX host,
+    /// concurrently.
+    pub async fn gather(&self, domain: &Domain) -> DomainFacts {
+        let resolver = &self.inner.resolver;
+        let mx = resolver.mx(domain.as_str()).await;
+        let (hosts, mx_dnssec, implicit_mx): (Vec<(String, u16)>, Option<DnssecStatus>, bool) =
+            match &mx {
+                Lookup::Found(answer) => (mx_hosts(&answer.records), Some(answer.dnssec), false),
+                // RFC 5321 §5.1: "If an empty list of MXs is returned, the
+                // address is treated as if it was associated with an implicit MX
+                // RR, with a preference of 0, pointing to that host."
+                Lookup::NoRecords {
+                    nxdomain: false, ..
+                } => (vec![(domain.as_str().to_owned(), 0)], None, true),
+                _ => (Vec::new(), None, false),
+            };
+        let hosts = join_all(
+            hosts
+                .into_iter()
+                .map(|(host, preference)| self.gather_host(host, preference, mx_dnssec)),
+        )
+        .await;
+        DomainFacts {
+            mx,
+            implicit_mx,
+            hosts,
+        }
+    }
+
+    async fn gather_host(
+        &self,
+        host: String,
+        preference: u16,
+        mx_dnssec: Option<DnssecStatus>,
+    ) -> HostFacts {
+        let resolver = &self.inner.resolver;
+        let addresses = resolver.addresses(&host).await;
+        let tlsa = resolver.host_tlsa(&host, mx_dnssec, &addresses).await;
+        let probes = match (&addresses, &tlsa) {
+            // Bogus addresses are never contacted.
+            (Lookup::Found(answer), _) if answer.dnssec != DnssecStatus::Bogus => {
+                self.probe_all(&host, &answer.records, &tlsa).await
+            }
+            _ => Vec::new(),
+        };
+        HostFacts {
+            host,
+            preference,
+            addresses,
+            tlsa,
+            probes,
+        }
+    }
+
+    async fn probe_all(
+        &self,
+        host: &str,
+        addresses: &[IpAddr],
+        tlsa: &TlsaState,
+    ) -> Vec<AddressProbe> {
+        let dane = match tlsa {
+            TlsaState::Published {
+                reference_names, ..
+            } if tlsa.requires_match() => Some(DaneParams {
+                records: tlsa.usable_records(),
+                reference_names: reference_names.clone(),
+            }),
+            _ => None,
+        };
+        let inner = &self.inner;
+        join_all(
+            addresses
+                .iter()
+                .take(MAX_ADDRESSES_PER_HOST)
+                .map(|&address| {
+                    mailtls_smtp::probe_address(
+                        &inner.tls,
+                        &inner.probe,
+                        address,
+                        host,
+                        dane.as_ref(),
+                    )
+                }),
+        )
+        .await
+    }
+}
+
+/// The MX hosts to probe: null MX entries dropped (RFC 7505 §3 says a null
+/// MX stands alone; if it does not, the real hosts are still tried), names
+/// de-duplicated, most preferred first, at most [`MAX_MX_HOSTS`].
+fn mx_hosts(records: &[MxRecord]) -> Vec<(String, u16)> {
+    let mut sorted: Vec<&MxRecord> = records.iter().filter(|r| !r.is_null()).collect();
+    sorted.sort_by_key(|r| r.preference);
+    let mut hosts: Vec<(String, u16)> = Vec::new();
+    for record in sorted {
+        let name = record.exchange.trim_end_matches('.').to_ascii_lowercase();
+        if !hosts.iter().any(|(h, _)| *h == name) {
+            hosts.push((name, record.preference));
+        }
+        if hosts.len() == MAX_MX_HOSTS {
+            break;
+        }
+    }
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(preference: u16, exchange: &str) -> MxRecord {
+        MxRecord {
+            preference,
+            exchange: exchange.into(),
+        }
+    }
+
+    #[test]
+    fn mx_hosts_are_sorted_deduplicated_and_bounded() {
+        let records = vec![
+            rec(20, "b.example."),
+            rec(10, "A.example"),
+            rec(30, "a.example."),
+            rec(0, ""),
+        ];
+        assert_eq!(
+            mx_hosts(&records),
+            vec![("a.example".to_owned(), 10), ("b.example".to_owned(), 20)]
+        );
+        let many: Vec<MxRecord> = (0..50).map(|i| rec(i, &format!("mx{i}.example"))).collect();
+        assert_eq!(mx_hosts(&many).len(), MAX_MX_HOSTS);
+    }
+}

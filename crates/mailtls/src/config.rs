@@ -1,0 +1,544 @@
+//! The TOML configuration file (SPEC §5), in two stages (STYLE.md):
+//!
+//! 1. [`FileConfig::parse`] reads and validates the text without touching the
+//!    system. Unknown keys are errors, so a typo never silently falls back
+//!    to a default.
+//! 2. [`check_config`] builds what the check needs from the validated value
+//!    and the command-line flags (a flag wins over the file).
+//!
+//! Every key of SPEC §5 is accepted now, so one file serves every command;
+//! keys for listeners, the store and the relay are validated here and used by
+//! `mailtls serve` once it exists. Each default is documented where it is
+//! defined.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mailtls_check::CheckConfig;
+use mailtls_core::Domain;
+use mailtls_dns::{DnsConfig, DnsMode};
+use mailtls_smtp::ProbeConfig;
+use serde::Deserialize;
+
+/// Largest configuration file read (a config is a few KiB; this bounds a
+/// mistaken `--config /dev/zero`).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why the configuration is unusable. Exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is larger than any sane configuration.
+    #[error("{0}: larger than {MAX_CONFIG_BYTES} bytes; is this a configuration file?")]
+    TooLarge(PathBuf),
+    /// TOML syntax, an unknown key or a wrongly typed value.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and line).
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole file (SPEC §5). Absent keys take the documented defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where SQLite, the spool, Maildirs and generated keys live.
+    /// Default: `/var/lib/mailtls` for root, else `./mailtls-data`.
+    pub data_dir: Option<PathBuf>,
+    /// EHLO name and banner. Default: the machine's host name.
+    pub hostname: Option<String>,
+    /// `[dns]`.
+    #[serde(default)]
+    pub dns: DnsSection,
+    /// `[probe]`.
+    #[serde(default)]
+    pub probe: ProbeSection,
+    /// `[tls]` (listeners; used by `serve`).
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// `[smtp]` (listeners; used by `serve`).
+    #[serde(default)]
+    pub smtp: SmtpSection,
+    /// `[relay]` (used by `serve`).
+    #[serde(default)]
+    pub relay: RelaySection,
+    /// `[delivery]` (used by `serve`).
+    #[serde(default)]
+    pub delivery: DeliverySection,
+    /// `[web]` (used by `serve`).
+    #[serde(default)]
+    pub web: WebSection,
+    /// `[store]` (used by `serve`).
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[dns]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// `IP:PORT` of the upstream resolver. Default: the system's resolvers
+    /// (`/etc/resolv.conf`).
+    pub resolver: Option<String>,
+    /// `validate` (default: DNSSEC validated in-process) or `trust-ad` (trust
+    /// the AD bit of a validating resolver on a loopback address).
+    pub mode: Option<String>,
+    /// DNSKEY or DS records in zone-file format. Default: the IANA root
+    /// trust anchor built into hickory.
+    pub trust_anchor: Option<PathBuf>,
+}
+
+/// `[probe]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSection {
+    /// Probe private, loopback and link-local addresses? Default: false
+    /// (SPEC §7).
+    pub allow_private: Option<bool>,
+    /// Time limit for the SMTP dialogue with one address, seconds. Default: 30.
+    pub timeout_secs: Option<u64>,
+    /// The SMTP port probed. Default: 25, the only port MX delivery uses;
+    /// other values exist for test worlds.
+    pub smtp_port: Option<u16>,
+}
+
+/// `[tls]`: the listeners' certificate (used by `serve`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain. Default: a generated self-signed certificate.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[smtp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    /// `[smtp.inbound]`.
+    #[serde(default)]
+    pub inbound: InboundSection,
+    /// `[smtp.submission]`.
+    #[serde(default)]
+    pub submission: SubmissionSection,
+}
+
+/// `[smtp.inbound]` (used by `serve`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSection {
+    /// Listen addresses. Default: loopback only.
+    pub listen: Option<Vec<String>>,
+    /// Domains whose mail is accepted.
+    pub local_domains: Option<Vec<String>>,
+    /// The secure alias domain (SPEC §4).
+    pub secure_domain: Option<String>,
+}
+
+/// `[smtp.submission]` (used by `serve`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionSection {
+    /// STARTTLS submission listeners.
+    pub listen: Option<Vec<String>>,
+    /// Implicit-TLS submission listeners.
+    pub listen_tls: Option<Vec<String>>,
+}
+
+/// `[relay]` (used by `serve`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// CIDRs allowed to relay without AUTH. Default: none.
+    pub trusted_networks: Option<Vec<String>>,
+    /// Queue lifetime, seconds. Default: 432000 (5 days).
+    pub queue_lifetime_secs: Option<u64>,
+}
+
+/// `[delivery]` (used by `serve`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    /// `host:port` or a socket path; empty: Maildir.
+    pub lmtp: Option<String>,
+}
+
+/// `[web]` (used by `serve`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    /// Default: `127.0.0.1:8080`.
+    pub listen: Option<String>,
+}
+
+/// `[store]` (used by `serve`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Empty: SQLite in `data_dir`; or `postgres://…`.
+    pub url: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge(path.to_owned()));
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        FileConfig::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text and validates every value; the error names the
+    /// offending key.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// Checks values that parse as TOML but cannot be used, without touching
+    /// the system (no file is opened, no socket bound).
+    fn validate(&self) -> Result<(), String> {
+        if let Some(dir) = &self.data_dir {
+            if dir.as_os_str().is_empty() {
+                return Err("data_dir: must not be empty".into());
+            }
+        }
+        if let Some(name) = &self.hostname {
+            Domain::parse(name).map_err(|e| format!("hostname '{name}': {e}"))?;
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(
+                "[tls]: give both cert and key, or neither (a self-signed pair is generated)"
+                    .into(),
+            );
+        }
+        let listeners = [
+            ("[smtp.inbound] listen", &self.smtp.inbound.listen),
+            ("[smtp.submission] listen", &self.smtp.submission.listen),
+            (
+                "[smtp.submission] listen_tls",
+                &self.smtp.submission.listen_tls,
+            ),
+        ];
+        for (key, list) in listeners {
+            for addr in list.iter().flatten() {
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| format!("{key}: '{addr}' is not IP:PORT"))?;
+            }
+        }
+        if let Some(addr) = &self.web.listen {
+            addr.parse::<SocketAddr>()
+                .map_err(|_| format!("[web] listen: '{addr}' is not IP:PORT"))?;
+        }
+        let inbound = &self.smtp.inbound;
+        for domain in inbound
+            .local_domains
+            .iter()
+            .flatten()
+            .chain(&inbound.secure_domain)
+        {
+            Domain::parse(domain).map_err(|e| format!("[smtp.inbound]: domain '{domain}': {e}"))?;
+        }
+        for net in self.relay.trusted_networks.iter().flatten() {
+            parse_cidr(net).ok_or_else(|| {
+                format!("[relay] trusted_networks: '{net}' is not a CIDR such as 192.0.2.0/24")
+            })?;
+        }
+        if self.relay.queue_lifetime_secs == Some(0) {
+            return Err("[relay] queue_lifetime_secs: must be positive".into());
+        }
+        if let Some(lmtp) = self.delivery.lmtp.as_deref().filter(|l| !l.is_empty()) {
+            if !lmtp.starts_with('/') && lmtp.parse::<SocketAddr>().is_err() {
+                return Err(format!(
+                    "[delivery] lmtp: '{lmtp}' is neither IP:PORT nor an absolute socket path"
+                ));
+            }
+        }
+        if let Some(url) = self.store.url.as_deref().filter(|u| !u.is_empty()) {
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
+                return Err(format!(
+                    "[store] url: '{url}' must be empty, postgres://… or sqlite:…"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `192.0.2.0/24` or `2001:db8::/32`; a bare address is a host route.
+fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (ip, len) = text.split_once('/').unwrap_or((text, ""));
+    let ip: IpAddr = ip.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = if len.is_empty() {
+        max
+    } else {
+        len.parse().ok()?
+    };
+    (len <= max).then_some((ip, len))
+}
+
+/// The DNS and probe flags shared by `check` and `scan`; each overrides the
+/// file's key of the same meaning.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct CheckFlags {
+    /// Upstream DNS resolver, IP:PORT (default: the system's).
+    #[arg(long, value_name = "IP:PORT")]
+    pub resolver: Option<String>,
+    /// Trust anchor file: DNSKEY or DS records in zone-file format
+    /// (default: the IANA root anchor).
+    #[arg(long, value_name = "FILE")]
+    pub trust_anchor: Option<PathBuf>,
+    /// `validate` (in-process DNSSEC) or `trust-ad` (trust the AD bit of a
+    /// validating resolver on a loopback address).
+    #[arg(long, value_name = "MODE")]
+    pub dns_mode: Option<String>,
+    /// Also probe private, loopback and link-local addresses.
+    #[arg(long)]
+    pub allow_private: bool,
+    /// Time limit for the SMTP dialogue with one server, seconds (default 30).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// SMTP port to probe (default 25; other ports are for test set-ups).
+    #[arg(long, value_name = "PORT", hide = true)]
+    pub smtp_port: Option<u16>,
+}
+
+/// DNS queries never wait longer than this, whatever the probe timeout.
+const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(10);
+/// SPEC §5: `[probe] timeout_secs = 30`.
+const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 30;
+
+/// Stage 2: the check's configuration from the file and the flags.
+pub fn check_config(file: &FileConfig, flags: &CheckFlags) -> Result<CheckConfig, ConfigError> {
+    let resolver = match flags.resolver.as_deref().or(file.dns.resolver.as_deref()) {
+        None => None,
+        Some(text) => Some(parse_resolver(text)?),
+    };
+    let mode = match flags
+        .dns_mode
+        .as_deref()
+        .or(file.dns.mode.as_deref())
+        .unwrap_or("validate")
+    {
+        "validate" => DnsMode::Validate,
+        "trust-ad" => DnsMode::TrustAd,
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "DNS mode '{other}' is unknown: use 'validate' or 'trust-ad'"
+            )));
+        }
+    };
+    let timeout_secs = flags
+        .timeout
+        .or(file.probe.timeout_secs)
+        .unwrap_or(DEFAULT_PROBE_TIMEOUT_SECS);
+    if !(1..=600).contains(&timeout_secs) {
+        return Err(ConfigError::Invalid(format!(
+            "timeout {timeout_secs}s: use 1 to 600 seconds"
+        )));
+    }
+    let timeout = Duration::from_secs(timeout_secs);
+    let helo_name = match &file.hostname {
+        Some(name) => name.clone(),
+        None => system_hostname(),
+    };
+    Ok(CheckConfig {
+        dns: DnsConfig {
+            resolver,
+            mode,
+            trust_anchor: flags
+                .trust_anchor
+                .clone()
+                .or_else(|| file.dns.trust_anchor.clone()),
+            timeout: timeout.min(MAX_DNS_TIMEOUT),
+        },
+        probe: ProbeConfig {
+            helo_name,
+            timeout,
+            port: flags.smtp_port.or(file.probe.smtp_port).unwrap_or(25),
+            allow_private: flags.allow_private || file.probe.allow_private.unwrap_or(false),
+        },
+    })
+}
+
+fn parse_resolver(text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // A bare address means port 53.
+    text.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| {
+            ConfigError::Invalid(format!(
+                "resolver '{text}' is not IP:PORT (e.g. 127.0.0.1:53 or [::1]:53)"
+            ))
+        })
+}
+
+/// The EHLO name when `hostname` is not configured: the kernel's host name,
+/// else a name under `.invalid` (RFC 2606) rather than a made-up real one.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && s.len() <= 253)
+        .unwrap_or_else(|| "mailtls.invalid".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_takes_the_defaults() {
+        let file = FileConfig::parse("").expect("empty is valid");
+        let config = check_config(&file, &CheckFlags::default()).expect("valid");
+        assert_eq!(config.dns.resolver, None);
+        assert!(matches!(config.dns.mode, DnsMode::Validate));
+        assert_eq!(config.probe.timeout, Duration::from_secs(30));
+        assert_eq!(config.probe.port, 25);
+        assert!(!config.probe.allow_private);
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let text = r#"
+data_dir = "/var/lib/mailtls"
+hostname = "mail.example.org"
+[dns]
+resolver = "127.0.0.53:53"
+mode = "validate"
+trust_anchor = "/etc/mailtls/root.key"
+[probe]
+allow_private = false
+timeout_secs = 30
+[tls]
+cert = "/etc/mailtls/cert.pem"
+key = "/etc/mailtls/key.pem"
+[smtp.inbound]
+listen = ["0.0.0.0:25"]
+local_domains = ["example.org"]
+secure_domain = "secure.example.org"
+[smtp.submission]
+listen = ["0.0.0.0:587"]
+listen_tls = ["0.0.0.0:465"]
+[relay]
+trusted_networks = []
+queue_lifetime_secs = 432000
+[delivery]
+lmtp = ""
+[web]
+listen = "127.0.0.1:8080"
+[store]
+url = ""
+"#;
+        let file = FileConfig::parse(text).expect("SPEC §5 example is valid");
+        let config = check_config(&file, &CheckFlags::default()).expect("valid");
+        assert_eq!(
+            config.dns.resolver,
+            Some("127.0.0.53:53".parse().expect("addr"))
+        );
+        assert_eq!(config.probe.helo_name, "mail.example.org");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = FileConfig::parse("[dns]\nresolvr = \"1.2.3.4:53\"\n").expect_err("typo");
+        assert!(err.contains("resolvr"), "{err}");
+        assert!(FileConfig::parse("colour = true").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig::parse(
+            "[dns]\nmode = \"trust-ad\"\nresolver = \"127.0.0.1:53\"\n[probe]\ntimeout_secs = 5\n",
+        )
+        .expect("valid");
+        let flags = CheckFlags {
+            dns_mode: Some("validate".into()),
+            timeout: Some(7),
+            allow_private: true,
+            ..CheckFlags::default()
+        };
+        let config = check_config(&file, &flags).expect("valid");
+        assert!(matches!(config.dns.mode, DnsMode::Validate));
+        assert_eq!(config.probe.timeout, Duration::from_secs(7));
+        assert!(config.probe.allow_private);
+    }
+
+    #[test]
+    fn unusable_values_in_later_sections_are_refused_now() {
+        for text in [
+            "[smtp.inbound]\nlisten = [\"0.0.0.0\"]",
+            "[relay]\ntrusted_networks = [\"10.0.0.0/33\"]",
+            "[tls]\ncert = \"/c.pem\"",
+            "[store]\nurl = \"mysql://x\"",
+            "[delivery]\nlmtp = \"dovecot\"",
+            "hostname = \"-bad-.example\"",
+        ] {
+            assert!(FileConfig::parse(text).is_err(), "{text}");
+        }
+        assert!(
+            FileConfig::parse("[relay]\ntrusted_networks = [\"192.0.2.0/24\", \"::1\"]").is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let file = FileConfig::default();
+        for flags in [
+            CheckFlags {
+                resolver: Some("nonsense".into()),
+                ..CheckFlags::default()
+            },
+            CheckFlags {
+                dns_mode: Some("yolo".into()),
+                ..CheckFlags::default()
+            },
+            CheckFlags {
+                timeout: Some(0),
+                ..CheckFlags::default()
+            },
+        ] {
+            assert!(check_config(&file, &flags).is_err(), "{flags:?}");
+        }
+        let bare = CheckFlags {
+            resolver: Some("::1".into()),
+            ..CheckFlags::default()
+        };
+        assert_eq!(
+            check_config(&file, &bare).expect("valid").dns.resolver,
+            Some("[::1]:53".parse().expect("addr"))
+        );
+    }
+}

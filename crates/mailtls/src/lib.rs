@@ -1,0 +1,159 @@
+//! # mailtls
+//!
+//! The command line (SPEC §5): `check` answers, per address, whether mail to
+//! that recipient's provider travels encrypted (`DANE ok`, `SSL ok`,
+//! `no SSL`, `SSL ?`, or why it would not be delivered); `scan` does the same
+//! for a file of domains, concurrently.
+//!
+//! Exit status: 0 when every input was checked, 1 when any input was not a
+//! valid address, 2 on a usage or configuration error.
+//!
+//! The binary (`src/main.rs`) only calls [`run`]; everything lives in this
+//! library so that `mailtls serve` (issue #3) reuses the configuration.
+
+pub mod config;
+pub mod output;
+pub mod scan;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use mailtls_check::Checker;
+use mailtls_core::{CheckReport, Problem};
+
+use crate::config::{CheckFlags, FileConfig};
+use crate::output::Colour;
+
+/// Exit status: a usage or configuration error (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: at least one input was not a valid address.
+pub const EXIT_INVALID_INPUT: u8 = 1;
+/// Addresses given on the command line checked at once.
+const CHECK_CONCURRENCY: usize = 64;
+
+/// Know before you press send whether mail to a recipient travels encrypted.
+#[derive(Debug, Parser)]
+#[command(name = "mailtls", version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (SPEC §5); without it, built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the transport security to each address's mail provider.
+    Check(CheckArgs),
+    /// Check every domain or address in a file (one per line), concurrently.
+    Scan(scan::ScanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// Print one JSON document (an array with one object per address).
+    #[arg(long)]
+    json: bool,
+    /// Show the details per MX host.
+    #[arg(long, short)]
+    verbose: bool,
+    #[command(flatten)]
+    flags: CheckFlags,
+    /// The addresses to check.
+    #[arg(required = true, value_name = "ADDRESS")]
+    addresses: Vec<String>,
+}
+
+/// Parses the command line, runs the command, and returns the exit status.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let file = match &cli.config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(file) => file,
+            Err(e) => return usage_error(&e),
+        },
+        None => FileConfig::default(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return usage_error(&format!("cannot start the async runtime: {e}")),
+    };
+    match cli.command {
+        Command::Check(args) => runtime.block_on(check(&file, args)),
+        Command::Scan(args) => runtime.block_on(scan::run(&file, args)),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILTLS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,hickory_net=error,hickory_proto=error,hickory_resolver=error",
+        )
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints `error: …` to stderr and returns exit status 2.
+pub(crate) fn usage_error(message: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("mailtls: error: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Builds the checker from the file and flags, or explains why not.
+pub(crate) fn checker(file: &FileConfig, flags: &CheckFlags) -> Result<Checker, ExitCode> {
+    let config = config::check_config(file, flags).map_err(|e| usage_error(&e))?;
+    Checker::new(&config).map_err(|e| usage_error(&e))
+}
+
+async fn check(file: &FileConfig, args: CheckArgs) -> ExitCode {
+    let checker = match checker(file, &args.flags) {
+        Ok(checker) => checker,
+        Err(code) => return code,
+    };
+    let reports: Vec<CheckReport> = futures_util::stream::iter(&args.addresses)
+        .map(|input| checker.check_input(input, false))
+        .buffered(CHECK_CONCURRENCY)
+        .collect()
+        .await;
+
+    let mut stdout = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &reports)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(stdout))
+    } else {
+        let colour = Colour::detect(std::io::stdout().is_terminal());
+        reports
+            .iter()
+            .try_for_each(|r| stdout.write_all(output::human(r, args.verbose, colour).as_bytes()))
+    };
+    if let Err(e) = written.and_then(|()| stdout.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return usage_error(&format!("cannot write the output: {e}"));
+        }
+    }
+    exit_status(&reports)
+}
+
+/// 1 if any input was invalid, else 0.
+fn exit_status(reports: &[CheckReport]) -> ExitCode {
+    if reports
+        .iter()
+        .any(|r| r.problem == Some(Problem::InvalidAddress))
+    {
+        ExitCode::from(EXIT_INVALID_INPUT)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
