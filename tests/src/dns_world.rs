@@ -50,7 +50,7 @@ use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, DS, RRSIG};
 use hickory_proto::dnssec::{Algorithm, DigestType, DnssecSigner, SigningKey};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TLSA, TXT};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RrKey};
 use hickory_server::Server;
 use hickory_server::dnssec::NxProofKind;
 use hickory_server::net::runtime::Time;
@@ -58,6 +58,9 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use tokio::net::{TcpListener, UdpSocket};
+
+/// Record types, for [`Zone::tamper`].
+pub use hickory_proto::rr::RecordType;
 
 /// TTL of every record in the world.
 const TTL: u32 = 300;

@@ -137,7 +137,7 @@ fn parse_ds(rdata: &[&str]) -> Result<DS, String> {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.as_bytes()

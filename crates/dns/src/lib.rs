@@ -126,7 +126,7 @@ pub struct MailResolver {
 }
 
 enum Backend {
-    Validate(validate::Validator),
+    Validate(Box<validate::Validator>),
     TrustAd(trust_ad::AdClient),
 }
 
@@ -159,7 +159,11 @@ impl MailResolver {
                     None => validate::Anchors::IanaRoot,
                     Some(path) => validate::Anchors::File(read_anchor_file(path)?),
                 };
-                Backend::Validate(validate::Validator::new(servers, anchors, config.timeout))
+                Backend::Validate(Box::new(validate::Validator::new(
+                    servers,
+                    anchors,
+                    config.timeout,
+                )))
             }
             DnsMode::TrustAd => {
                 let server = match config.resolver {
