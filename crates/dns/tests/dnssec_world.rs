@@ -49,6 +49,19 @@ fn world() -> Result<DnsWorld, Box<dyn Error>> {
         .tamper("_25._tcp.mx-bad.dane-ok.example.", RecordType::TLSA)
         .a("mx-notlsa.dane-ok.example.", "127.1.2.5".parse()?);
     world
+        .zone("dane-ok.example.", Signing::Signed)
+        .cname("mx-to-insecure.dane-ok.example.", "mx.insecure.example.")
+        .a("mx6.dane-ok.example.", "127.1.2.7".parse()?)
+        .aaaa("mx6.dane-ok.example.", "fd00::7".parse()?);
+    // 120 addresses: an answer too big for 1232 bytes of UDP (RFC 7766 §5).
+    let big = world.zone("dane-ok.example.", Signing::Signed);
+    for i in 0..120u8 {
+        big.a(
+            "big.dane-ok.example.",
+            std::net::Ipv4Addr::new(127, 9, 0, i),
+        );
+    }
+    world
         .zone("target.example.", Signing::Signed)
         .a("mx.target.example.", "127.1.2.6".parse()?)
         .tlsa("_25._tcp.mx.target.example.", 2, 0, 1, &DIGEST);
@@ -554,6 +567,72 @@ async fn silent_resolver_is_a_failure_not_a_denial() -> TestResult {
         })?;
         let got = resolver.mx("dane-ok.example").await;
         assert!(matches!(got, Lookup::Failed { .. }), "{mode:?}: {got:?}");
+    }
+    Ok(())
+}
+
+// RFC 7766 §5: a truncated UDP answer is asked again over TCP, and keeps
+// its DNSSEC status.
+#[tokio::test]
+async fn large_answer_comes_over_tcp() -> TestResult {
+    let f = Fixture::start().await?;
+    for (mode, resolver) in f.both() {
+        let got = resolver.addresses("big.dane-ok.example").await;
+        assert_eq!(got.records().len(), 120, "{got:?}; {}", f.context(mode));
+        assert_eq!(
+            got.dnssec(),
+            Some(DnssecStatus::Secure),
+            "{}",
+            f.context(mode)
+        );
+    }
+    Ok(())
+}
+
+// A and AAAA are asked together and both count (RFC 7672 §2.2.2).
+#[tokio::test]
+async fn dual_stack_host_gets_both_families() -> TestResult {
+    let f = Fixture::start().await?;
+    for (mode, resolver) in f.both() {
+        let got = resolver.addresses("mx6.dane-ok.example").await;
+        assert_eq!(
+            got,
+            secure(vec![ip("127.1.2.7"), ip("fd00::7")]),
+            "{}",
+            f.context(mode)
+        );
+    }
+    Ok(())
+}
+
+// RFC 7672 §2.2.2: a secure CNAME to an insecure name makes the addresses
+// insecure, so DANE does not apply to that host.
+#[tokio::test]
+async fn cname_into_an_unsigned_zone_is_insecure() -> TestResult {
+    let f = Fixture::start().await?;
+    for (mode, resolver) in f.both() {
+        let got = resolver.addresses("mx-to-insecure.dane-ok.example").await;
+        let expected = Lookup::Found(Answer {
+            records: vec![ip("127.1.3.1")],
+            dnssec: DnssecStatus::Insecure,
+            canonical_name: Some("mx.insecure.example".to_owned()),
+        });
+        assert_eq!(got, expected, "{}", f.context(mode));
+        let state = resolver
+            .host_tlsa(
+                "mx-to-insecure.dane-ok.example",
+                Some(DnssecStatus::Secure),
+                &got,
+            )
+            .await;
+        assert_eq!(
+            state,
+            TlsaState::NotApplicable {
+                reason: NotApplicable::InsecureAddresses
+            },
+            "{}",
+            f.context(mode)
+        );
     }
     Ok(())
 }
