@@ -172,7 +172,8 @@ impl DnsWorld {
             )));
         }
         self.add_missing_tlds();
-        // Parents before children, so that every parent's key exists first.
+        // The root first (index 0: its key is the trust anchor), parents
+        // before children.
         self.zones.sort_by_key(|z| z.apex.num_labels());
         let parents: Vec<Option<usize>> =
             (0..self.zones.len()).map(|i| self.parent_of(i)).collect();

@@ -173,6 +173,9 @@ impl MailResolver {
                 if !server.ip().is_loopback() {
                     return Err(DnsSetupError::TrustAdNotLoopback { resolver: server });
                 }
+                if let Some(path) = &config.trust_anchor {
+                    tracing::warn!(path = %path.display(), "trust anchor file ignored in trust-ad mode: the resolver's own anchor counts");
+                }
                 Backend::TrustAd(trust_ad::AdClient::new(server, config.timeout))
             }
         };
