@@ -744,6 +744,8 @@ impl RunningWorld {
     verbosity: 1
     val-log-level: 2
     log-servfail: yes
+    # RFC 8914: say why a SERVFAIL happened (mailtls reads DNSSEC Bogus).
+    ede: yes
     num-threads: 1
     outgoing-range: 128
     num-queries-per-thread: 64

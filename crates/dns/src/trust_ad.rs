@@ -10,10 +10,13 @@
 //!
 //! * AD=1 → Secure, for an answer or for a denial (NXDOMAIN/NODATA);
 //! * AD=0 → Insecure;
-//! * SERVFAIL → Failed. A validating resolver answers SERVFAIL for bogus
-//!   data (RFC 4035 §5.5), but also for unreachable servers, and the two
-//!   cannot be told apart from here, so the reason says "may be bogus";
-//!   core treats Failed exactly like Bogus for delivery (defer).
+//! * SERVFAIL with an Extended DNS Error (RFC 8914 §4) of the DNSSEC family
+//!   (6 DNSSEC Bogus … 12 NSEC Missing) → Bogus: the resolver says why it
+//!   failed (unbound does with `ede: yes`).
+//! * any other SERVFAIL → Failed. A validating resolver answers SERVFAIL for
+//!   bogus data (RFC 4035 §5.5), but also for unreachable servers, and
+//!   without an EDE the two cannot be told apart, so the reason says "may be
+//!   bogus"; core defers on Failed exactly as on Bogus.
 //!
 //! hickory-resolver's high-level `Resolver` neither sets AD in its queries
 //! nor shows the AD bit of answers when it is not validating itself, so this
@@ -25,6 +28,7 @@ use std::time::Duration;
 
 use hickory_net::client::Client;
 use hickory_net::proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode};
+use hickory_net::proto::rr::rdata::opt::EdnsOption;
 use hickory_net::proto::rr::{Name, RData, RecordType};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
@@ -130,6 +134,13 @@ pub(crate) fn from_response(
             };
         }
         ResponseCode::ServFail => {
+            if let Some((code, text)) = dnssec_extended_error(response) {
+                return Lookup::Bogus {
+                    reason: format!(
+                        "the validating resolver reports Extended DNS Error {code}{text}"
+                    ),
+                };
+            }
             return Lookup::Failed {
                 reason: "the validating resolver answered SERVFAIL (the answer may be DNSSEC-bogus, or a server unreachable)"
                     .to_owned(),
@@ -160,6 +171,42 @@ pub(crate) fn from_response(
         records: chain.records.iter().map(|r| r.data.clone()).collect(),
         dnssec,
         canonical_name: chain.canonical.as_ref().map(name_text),
+    })
+}
+
+/// RFC 8914 §5.2: the option code of an Extended DNS Error.
+const EDE_OPTION: u16 = 15;
+/// RFC 8914 §4.7–§4.13: DNSSEC Bogus, Signature Expired, Signature Not Yet
+/// Valid, DNSKEY Missing, RRSIGs Missing, No Zone Key Bit Set, NSEC Missing.
+const EDE_DNSSEC_FAILURES: std::ops::RangeInclusive<u16> = 6..=12;
+/// Longest EXTRA-TEXT kept for a person (it comes from the network).
+const EDE_TEXT_LIMIT: usize = 120;
+
+/// The first Extended DNS Error of the DNSSEC-failure family in a
+/// response: its INFO-CODE and, if any, `: <EXTRA-TEXT>` (sanitised).
+fn dnssec_extended_error(response: &DnsResponse) -> Option<(u16, String)> {
+    let opt = response.edns.as_ref()?.options();
+    opt.options.iter().find_map(|(_, option)| {
+        let EdnsOption::Unknown(EDE_OPTION, data) = option else {
+            return None;
+        };
+        let code = u16::from_be_bytes([*data.first()?, *data.get(1)?]);
+        if !EDE_DNSSEC_FAILURES.contains(&code) {
+            return None;
+        }
+        let text: String = String::from_utf8_lossy(&data[2..])
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(EDE_TEXT_LIMIT)
+            .collect();
+        Some((
+            code,
+            if text.is_empty() {
+                String::new()
+            } else {
+                format!(": {text}")
+            },
+        ))
     })
 }
 
@@ -244,6 +291,37 @@ mod tests {
             &response(ResponseCode::ServFail, false, vec![]),
         );
         assert!(matches!(got, Lookup::Failed { ref reason } if reason.contains("bogus")));
+    }
+
+    // RFC 8914 §4.7: "DNSSEC Bogus" turns a SERVFAIL into a bogus answer.
+    #[test]
+    fn servfail_with_a_dnssec_extended_error_is_bogus() {
+        use hickory_net::proto::op::Edns;
+
+        for (code, bogus) in [(6u16, true), (7, true), (12, true), (22, false), (5, false)] {
+            let mut message = Message::new(7, MessageType::Response, OpCode::Query);
+            message.metadata.response_code = ResponseCode::ServFail;
+            message.add_query(Query::query(name("mx.example."), RecordType::A));
+            let mut edns = Edns::new();
+            let mut data = code.to_be_bytes().to_vec();
+            data.extend_from_slice(b"signature failed\x07");
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(EDE_OPTION, data));
+            message.edns = Some(edns);
+            let response = DnsResponse::from_message(message).expect("encodes");
+            let got = from_response(&name("mx.example."), RecordType::A, &response);
+            match got {
+                Lookup::Bogus { reason } if bogus => {
+                    assert!(
+                        reason.contains(&format!("Error {code}: signature failed")),
+                        "{reason}"
+                    );
+                    assert!(!reason.contains('\x07'));
+                }
+                Lookup::Failed { .. } if !bogus => {}
+                other => panic!("EDE {code}: {other:?}"),
+            }
+        }
     }
 
     #[test]
