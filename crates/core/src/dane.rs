@@ -204,7 +204,8 @@ pub enum TlsaState {
         owner: String,
         /// All records of the RRset, usable or not.
         records: Vec<TlsaRecord>,
-        /// Names a DANE-TA(2) chain's leaf must match (RFC 7672 §3.2.2).
+        /// Names a DANE-TA(2) chain's leaf must match (RFC 7672 §3.2.2),
+        /// the TLSA base domain first (the SNI name, RFC 7672 §8.1).
         reference_names: Vec<String>,
     },
     /// The look-up failed (SERVFAIL, time-out, bogus): delivery to this host
@@ -251,10 +252,17 @@ pub fn tlsa_state(plan: &TlsaPlan, outcomes: &[(String, Lookup<TlsaRecord>)]) ->
     for (owner, outcome) in outcomes {
         match outcome {
             Lookup::Found(answer) if answer.dnssec == DnssecStatus::Secure => {
+                // RFC 7672 §2.2.3 / §8.1: the name the records were found
+                // at is the "TLSA base domain"; it goes first, because the
+                // TLS client sends it as SNI and hands it to OpenSSL as
+                // the DANE base name.
+                let base = owner.strip_prefix("_25._tcp.").unwrap_or(owner).to_owned();
+                let mut names = vec![base.clone()];
+                names.extend(reference_names.iter().filter(|n| **n != base).cloned());
                 return TlsaState::Published {
                     owner: owner.clone(),
                     records: answer.records.clone(),
-                    reference_names: reference_names.clone(),
+                    reference_names: names,
                 };
             }
             // RFC 7672 §2.2: TLSA records that are not secure are ignored.
@@ -417,6 +425,34 @@ mod tests {
     fn implicit_mx_needs_only_secure_addresses() {
         let plan = tlsa_plan("example.org", None, &addrs(DnssecStatus::Secure, None));
         assert!(matches!(plan, TlsaPlan::LookUp { .. }));
+    }
+
+    // RFC 7672 §2.2.3 / §8.1: records found at the expanded name make it the
+    // TLSA base domain, named first (SNI, DANE base name).
+    #[test]
+    fn tlsa_base_domain_comes_first() {
+        let plan = tlsa_plan(
+            "mx.example",
+            Some(DnssecStatus::Secure),
+            &addrs(DnssecStatus::Secure, Some("real.example.net")),
+        );
+        let state = tlsa_state(
+            &plan,
+            &[(
+                "_25._tcp.real.example.net".into(),
+                secure_tlsa(vec![rec(3, 1, 1, 32)]),
+            )],
+        );
+        let TlsaState::Published {
+            reference_names, ..
+        } = state
+        else {
+            panic!("published")
+        };
+        assert_eq!(
+            reference_names,
+            vec!["real.example.net".to_owned(), "mx.example".to_owned()]
+        );
     }
 
     #[test]

@@ -238,7 +238,9 @@ pub fn judge(facts: &DomainFacts) -> Verdict {
         Lookup::Bogus { reason } => {
             return fail(
                 Problem::DnssecBogus,
-                format!("MX records are DNSSEC-bogus: {reason}"),
+                format!(
+                    "MX records are DNSSEC-bogus: {reason} (if every domain shows this, the resolver may be stripping DNSSEC records: use a DNSSEC-aware --resolver)"
+                ),
             );
         }
         Lookup::NoRecords { nxdomain: true, .. } => {

@@ -235,8 +235,14 @@ impl Dialogue<'_> {
 
     /// The handshake, EHLO inside TLS, QUIT.
     async fn tls_session(&self, stream: TcpStream, timeouts: Timeouts) -> ProbeOutcome {
+        // RFC 7672 §8.1: with DANE, SNI carries the TLSA base domain, which
+        // core puts first among the reference names; else the MX host name.
+        let server_name = self
+            .dane
+            .and_then(|d| d.reference_names.first())
+            .map_or(self.host, String::as_str);
         let params = HandshakeParams {
-            server_name: self.host.to_owned(),
+            server_name: server_name.to_owned(),
             dane: self.dane.cloned(),
         };
         let (tls_stream, facts) =
