@@ -224,10 +224,12 @@ impl FileConfig {
     /// Checks values that parse as TOML but cannot be used, without touching
     /// the system (no file is opened, no socket bound).
     fn validate(&self) -> Result<(), String> {
-        if let Some(dir) = &self.data_dir {
-            if dir.as_os_str().is_empty() {
-                return Err("data_dir: must not be empty".into());
-            }
+        if self
+            .data_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return Err("data_dir: must not be empty".into());
         }
         if let Some(name) = &self.hostname {
             Domain::parse(name).map_err(|e| format!("hostname '{name}': {e}"))?;
@@ -273,22 +275,20 @@ impl FileConfig {
         if self.relay.queue_lifetime_secs == Some(0) {
             return Err("[relay] queue_lifetime_secs: must be positive".into());
         }
-        if let Some(lmtp) = self.delivery.lmtp.as_deref().filter(|l| !l.is_empty()) {
-            if !lmtp.starts_with('/') && lmtp.parse::<SocketAddr>().is_err() {
-                return Err(format!(
-                    "[delivery] lmtp: '{lmtp}' is neither IP:PORT nor an absolute socket path"
-                ));
-            }
+        let lmtp = self.delivery.lmtp.as_deref().unwrap_or("");
+        if !lmtp.is_empty() && !lmtp.starts_with('/') && lmtp.parse::<SocketAddr>().is_err() {
+            return Err(format!(
+                "[delivery] lmtp: '{lmtp}' is neither IP:PORT nor an absolute socket path"
+            ));
         }
-        if let Some(url) = self.store.url.as_deref().filter(|u| !u.is_empty()) {
-            if !(url.starts_with("postgres://")
-                || url.starts_with("postgresql://")
-                || url.starts_with("sqlite:"))
-            {
-                return Err(format!(
-                    "[store] url: '{url}' must be empty, postgres://… or sqlite:…"
-                ));
-            }
+        let url = self.store.url.as_deref().unwrap_or("");
+        let known_scheme = ["postgres://", "postgresql://", "sqlite:"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if !url.is_empty() && !known_scheme {
+            return Err(format!(
+                "[store] url: '{url}' must be empty, postgres://… or sqlite:…"
+            ));
         }
         Ok(())
     }

@@ -138,12 +138,13 @@ async fn check(file: &FileConfig, args: CheckArgs) -> ExitCode {
             .iter()
             .try_for_each(|r| stdout.write_all(output::human(r, args.verbose, colour).as_bytes()))
     };
-    if let Err(e) = written.and_then(|()| stdout.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return usage_error(&format!("cannot write the output: {e}"));
+    match written.and_then(|()| stdout.flush()) {
+        // A closed pipe (`mailtls check … | head`) is the reader's choice.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            usage_error(&format!("cannot write the output: {e}"))
         }
+        _ => exit_status(&reports),
     }
-    exit_status(&reports)
 }
 
 /// 1 if any input was invalid, else 0.

@@ -173,14 +173,14 @@ pub async fn run(file: &FileConfig, args: ScanArgs) -> ExitCode {
 /// Where reports go, in the chosen format.
 enum Sink {
     Jsonl(Box<dyn Write>),
-    Csv(csv::Writer<Box<dyn Write>>, bool),
+    Csv(Box<csv::Writer<Box<dyn Write>>>, bool),
 }
 
 impl Sink {
     fn new(out: Box<dyn Write>, format: Format) -> Sink {
         match format {
             Format::Jsonl => Sink::Jsonl(out),
-            Format::Csv => Sink::Csv(csv::Writer::from_writer(out), false),
+            Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(out)), false),
         }
     }
 
