@@ -339,8 +339,13 @@ mod tests {
         ] {
             let msg = Address::parse(input).expect_err("invalid").to_string();
             assert!(!msg.contains('\n') && !msg.is_empty(), "{msg:?}");
-            let msg = Target::parse_address_or_domain(input).expect_err("invalid").to_string();
-            assert!(!msg.contains('\n') && !msg.contains('\r') && !msg.is_empty(), "{msg:?}");
+            let msg = Target::parse_address_or_domain(input)
+                .expect_err("invalid")
+                .to_string();
+            assert!(
+                !msg.contains('\n') && !msg.contains('\r') && !msg.is_empty(),
+                "{msg:?}"
+            );
         }
     }
 

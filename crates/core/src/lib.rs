@@ -13,13 +13,19 @@
 //! * [`probe`]: what one STARTTLS probe of one address observed.
 //! * [`verdict`]: facts about a domain → the four verdicts of SPEC §1.
 //! * [`report`]: the JSON shape of a verdict, shared by CLI and API.
+//! * [`memory`]: the TLS memory's ratchet (SPEC §3).
+//! * [`policy`]: the outbound delivery requirement (SPEC §2).
+//! * [`status`]: SMTP reply and enhanced status codes (RFC 5321, RFC 3463).
 
 pub mod address;
 pub mod dane;
 pub mod dns;
 pub mod level;
+pub mod memory;
+pub mod policy;
 pub mod probe;
 pub mod report;
+pub mod status;
 pub mod verdict;
 
 pub use address::{Address, AddressError, Domain, Target};
@@ -28,4 +34,5 @@ pub use dns::{Answer, DnssecStatus, Lookup};
 pub use level::{Level, TlsLevel};
 
 pub use report::CheckReport;
+pub use status::SmtpStatus;
 pub use verdict::{DomainFacts, HostFacts, Problem, verdict};
