@@ -27,6 +27,9 @@ use tokio::time::Instant;
 
 use crate::reply::{MAX_LINE_LEN, Reply, ReplyCode, ReplyError, parse_reply};
 
+/// Octets written per send while transmitting message data.
+const DATA_CHUNK: usize = 64 * 1024;
+
 /// How long the client waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -194,6 +197,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             Ok(Ok(())) => {}
         }
         self.read_reply().await
+    }
+
+    /// Sends a message body that is already in wire form (CRLF lines,
+    /// dot-stuffed, ending in `CRLF.CRLF`, see
+    /// [`crate::transaction::data_block`]) in chunks, each within
+    /// `chunk_time` (and the deadline), and flushes. The caller then reads
+    /// the final reply with [`SmtpClient::read_reply`].
+    ///
+    /// Refuses to send while the server has sent bytes that no command asked
+    /// for, as [`SmtpClient::command`] does.
+    pub async fn send_data(&mut self, wire: &[u8], chunk_time: Duration) -> Result<(), SmtpError> {
+        if !self.buf.is_empty() {
+            return Err(SmtpError::Unsolicited {
+                octets: self.buf.len(),
+            });
+        }
+        // RFC 5321 §4.5.3.2.5: the time limit applies to each TCP SEND, so
+        // a large message is not limited as a whole.
+        for chunk in wire.chunks(DATA_CHUNK) {
+            let step = Timeouts {
+                step: chunk_time,
+                deadline: self.timeouts.deadline,
+            };
+            let write = self.stream.write_all(chunk);
+            match tokio::time::timeout_at(step.step_deadline(), write).await {
+                Err(_elapsed) => return Err(SmtpError::Timeout),
+                Ok(Err(e)) => return Err(SmtpError::Io(e)),
+                Ok(Ok(())) => {}
+            }
+        }
+        let deadline = Timeouts {
+            step: chunk_time,
+            deadline: self.timeouts.deadline,
+        }
+        .step_deadline();
+        match tokio::time::timeout_at(deadline, self.stream.flush()).await {
+            Err(_elapsed) => Err(SmtpError::Timeout),
+            Ok(Err(e)) => Err(SmtpError::Io(e)),
+            Ok(Ok(())) => Ok(()),
+        }
     }
 
     /// Sends STARTTLS (RFC 3207 §4) and, on `220`, gives back the stream to

@@ -13,6 +13,8 @@
 //!   upgrade that discards pipelined plaintext (RFC 3207, CVE-2011-0411).
 //! * [`probe`]: the probe dialogue and its outcomes
 //!   ([`mailtls_core::probe::ProbeOutcome`]).
+//! * [`transaction`]: one mail transaction (MAIL, RCPT, DATA) for the
+//!   relay, after its policy said the session may carry the message.
 //!
 //! TLS itself (OpenSSL, DANE) is `mailtls-tls`'s job.
 
@@ -20,8 +22,10 @@ pub mod client;
 pub mod ehlo;
 pub mod probe;
 pub mod reply;
+pub mod transaction;
 
 pub use client::{SmtpClient, SmtpError, Starttls, Timeouts};
 pub use ehlo::{Extension, Extensions};
 pub use probe::{ProbeConfig, probe_address};
 pub use reply::{Reply, ReplyCode, ReplyError, parse_reply};
+pub use transaction::{Envelope, RecipientResult, StepTimes, TransactionError, send_mail};
