@@ -1,0 +1,95 @@
+//! Opening the database: [`SqlStore`].
+//!
+//! SQLite is the embedded default (SPEC §6). A `250` to DATA promises that
+//! the message survives a crash, so the queue's metadata commit must be on
+//! disk before the reply: WAL journal with `synchronous = FULL` (with WAL,
+//! `NORMAL` could lose the last commits on power loss). The schema comes
+//! from `crates/store/migrations/`, embedded at compile time.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use crate::error::{Result, StoreError};
+
+/// How long a statement waits for another writer before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections in the pool. SQLite has one writer at a time anyway; a few
+/// connections let readers (the check, `queue list`) run beside it.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The store: users, the TLS memory and queue metadata in one SQL database.
+///
+/// Cheap to clone (a connection pool inside); `Send + Sync`. It implements
+/// [`crate::Users`], [`crate::TlsMemory`] and [`crate::Queue`].
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) pool: SqlitePool,
+}
+
+impl SqlStore {
+    /// Opens (creating the file and its parent directories if missing) the
+    /// SQLite database at `path` and brings its schema up to date.
+    pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(SqlStore { pool })
+    }
+
+    /// Opens a store by URL: `sqlite:PATH` (also `sqlite://PATH`).
+    /// `postgres://` is refused until issue #6 adds it.
+    pub async fn open(url: &str) -> Result<SqlStore> {
+        let Some(rest) = url.strip_prefix("sqlite:") else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        // `sqlite://relative` and `sqlite:///absolute` are common spellings.
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        if path.is_empty() || path == ":memory:" {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        // Query parameters are ignored: the store sets its own options
+        // (WAL, synchronous = FULL …), which durability depends on.
+        SqlStore::open_sqlite(Path::new(path)).await
+    }
+
+    /// Closes every connection (waiting for those in use). Later calls on
+    /// any clone fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that will write. On SQLite, `BEGIN IMMEDIATE`
+    /// takes the write lock at once: a transaction that reads and then
+    /// writes (the ratchet, claiming) cannot be overtaken between the two,
+    /// and waits for the busy timeout instead of failing on a stale
+    /// snapshot. (PostgreSQL, issue #6, will need row locks instead.)
+    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Seconds since the Unix epoch, for rows the caller gives no time for.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
