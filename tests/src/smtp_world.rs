@@ -8,7 +8,11 @@
 //! unlikely to be taken by a parallel test or another test process.
 //!
 //! The server speaks just enough SMTP (RFC 5321) for a probe: the banner,
-//! EHLO/HELO, STARTTLS (RFC 3207), RSET, NOOP, QUIT; no mail. Its TLS side is
+//! EHLO/HELO, STARTTLS (RFC 3207), RSET, NOOP, QUIT. Only
+//! [`Behaviour::AcceptMail`] also takes mail (MAIL, RCPT, DATA) and keeps
+//! every message for the test to inspect ([`RunningServer::received`]).
+//! [`StrippingProxy`] sits in front of a server and removes STARTTLS, as an
+//! active attacker on the path would. Its TLS side is
 //! OpenSSL through tokio-openssl. It runs on a thread and a runtime of its
 //! own, so tests may block (e.g. wait for a `mailtls` child process) without
 //! starving it, and it stops when the [`RunningServer`] is dropped. Nothing a
@@ -97,6 +101,36 @@ pub enum Behaviour {
     RefuseService,
     /// An RFC 821 server: EHLO is `502`, HELO works, no STARTTLS.
     HeloOnly,
+    /// A receiving MX: takes mail (MAIL, RCPT, DATA) and keeps it, with
+    /// STARTTLS when it has a credential, plaintext only otherwise.
+    AcceptMail(MailOptions),
+}
+
+/// How a [`Behaviour::AcceptMail`] server receives.
+#[derive(Debug, Clone, Default)]
+pub struct MailOptions {
+    /// DER chain (leaf first) and PKCS#8 key: STARTTLS is offered. `None`:
+    /// a server that never offers TLS.
+    pub tls: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+    /// Recipients refused at RCPT, with the reply line to send
+    /// (e.g. `550 5.1.1 no such user`).
+    pub rejections: Vec<(String, String)>,
+}
+
+/// A message a [`Behaviour::AcceptMail`] server accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The reverse-path of MAIL FROM, without brackets (`""` for `<>`).
+    pub mail_from: String,
+    /// The accepted forward-paths, without brackets.
+    pub rcpt_to: Vec<String>,
+    /// The message with dot-stuffing undone, CRLF lines.
+    pub data: Vec<u8>,
+    /// The octets between the `354` and the end of data, as on the wire
+    /// (dot-stuffed, terminating `.` line included).
+    pub raw_data: Vec<u8>,
+    /// Whether the transaction happened inside TLS.
+    pub tls: bool,
 }
 
 impl Behaviour {
@@ -116,6 +150,31 @@ impl Behaviour {
         }
     }
 
+    /// [`Behaviour::AcceptMail`] with STARTTLS and this credential.
+    pub fn accept_mail(credential: &Credential) -> Behaviour {
+        Behaviour::AcceptMail(MailOptions {
+            tls: Some((credential.chain.clone(), credential.key.clone())),
+            rejections: Vec::new(),
+        })
+    }
+
+    /// [`Behaviour::AcceptMail`] without STARTTLS.
+    pub fn accept_mail_plaintext() -> Behaviour {
+        Behaviour::AcceptMail(MailOptions::default())
+    }
+
+    /// For [`Behaviour::AcceptMail`]: refuse `recipient` at RCPT with
+    /// `reply` (a full reply line such as `450 4.2.1 try later`). Other
+    /// behaviours are returned unchanged.
+    pub fn rejecting(mut self, recipient: &str, reply: &str) -> Behaviour {
+        if let Behaviour::AcceptMail(options) = &mut self {
+            options
+                .rejections
+                .push((recipient.to_owned(), reply.to_owned()));
+        }
+        self
+    }
+
     /// [`Behaviour::CloseAfterHandshake`] with this credential.
     pub fn close_after_handshake(credential: &Credential) -> Behaviour {
         Behaviour::CloseAfterHandshake {
@@ -133,6 +192,7 @@ impl Behaviour {
                 | Behaviour::PipelineAfterStarttls { .. }
                 | Behaviour::CloseAfterHandshake { .. }
                 | Behaviour::StallAfterStarttls
+                | Behaviour::AcceptMail(MailOptions { tls: Some(_), .. })
         )
     }
 }
@@ -250,6 +310,15 @@ impl RunningServer {
         self.handshakes() > 0
     }
 
+    /// The messages accepted so far ([`Behaviour::AcceptMail`]), in order.
+    pub fn received(&self) -> Vec<ReceivedMessage> {
+        self.log
+            .messages
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
     /// Every command line received, in order, across connections.
     pub fn commands(&self) -> Vec<Command> {
         self.log
@@ -285,6 +354,7 @@ struct Log {
     connections: AtomicUsize,
     handshakes: AtomicUsize,
     commands: Mutex<Vec<Command>>,
+    messages: Mutex<Vec<ReceivedMessage>>,
 }
 
 impl Log {
@@ -334,7 +404,11 @@ fn tls_context(behaviour: &Behaviour) -> io::Result<Option<SslContext>> {
     let ctx = match behaviour {
         Behaviour::Starttls { chain, key }
         | Behaviour::PipelineAfterStarttls { chain, key }
-        | Behaviour::CloseAfterHandshake { chain, key } => Some(build(chain, key, false)),
+        | Behaviour::CloseAfterHandshake { chain, key }
+        | Behaviour::AcceptMail(MailOptions {
+            tls: Some((chain, key)),
+            ..
+        }) => Some(build(chain, key, false)),
         Behaviour::Legacy => {
             let cred = pki::rsa_self_signed(SERVER_NAME);
             Some(build(&cred.chain, &cred.key, true))
@@ -454,6 +528,9 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Ctx,
     tls: bool,
 ) -> io::Result<Next> {
+    // RFC 5321 §3.3: the transaction in progress (AcceptMail only).
+    let mut mail_from: Option<String> = None;
+    let mut rcpt_to: Vec<String> = Vec::new();
     loop {
         let Some(line) = conn.read_line().await? else {
             return Ok(Next::Close);
@@ -471,6 +548,9 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
             "EHLO" => {
                 let mut reply =
                     format!("250-{SERVER_NAME} greets you\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
+                if let Behaviour::AcceptMail(_) = ctx.behaviour {
+                    reply.push_str("250-SIZE 10485760\r\n");
+                }
                 if ctx.behaviour.offers_starttls() && !tls {
                     reply.push_str("250-STARTTLS\r\n");
                 }
@@ -481,7 +561,63 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
                 conn.send(format!("250 {SERVER_NAME}\r\n").as_bytes())
                     .await?
             }
-            "NOOP" | "RSET" => conn.send(b"250 2.0.0 OK\r\n").await?,
+            "RSET" => {
+                mail_from = None;
+                rcpt_to.clear();
+                conn.send(b"250 2.0.0 OK\r\n").await?
+            }
+            "NOOP" => conn.send(b"250 2.0.0 OK\r\n").await?,
+            "MAIL" | "RCPT" | "DATA" if !matches!(ctx.behaviour, Behaviour::AcceptMail(_)) => {
+                conn.send(b"502 5.5.1 command not implemented\r\n").await?
+            }
+            "MAIL" => match path_of(&line, "MAIL FROM:") {
+                Some(path) if mail_from.is_none() => {
+                    mail_from = Some(path);
+                    conn.send(b"250 2.1.0 OK\r\n").await?
+                }
+                Some(_) => conn.send(b"503 5.5.1 nested MAIL\r\n").await?,
+                None => conn.send(b"501 5.5.4 syntax: MAIL FROM:<path>\r\n").await?,
+            },
+            "RCPT" => match (path_of(&line, "RCPT TO:"), &mail_from) {
+                (_, None) => conn.send(b"503 5.5.1 MAIL first\r\n").await?,
+                (None, _) => conn.send(b"501 5.5.4 syntax: RCPT TO:<path>\r\n").await?,
+                (Some(path), Some(_)) => {
+                    let rejection = match &ctx.behaviour {
+                        Behaviour::AcceptMail(options) => options
+                            .rejections
+                            .iter()
+                            .find(|(r, _)| r.eq_ignore_ascii_case(&path))
+                            .map(|(_, reply)| reply.clone()),
+                        _ => None,
+                    };
+                    match rejection {
+                        Some(reply) => conn.send(format!("{reply}\r\n").as_bytes()).await?,
+                        None => {
+                            rcpt_to.push(path);
+                            conn.send(b"250 2.1.5 OK\r\n").await?
+                        }
+                    }
+                }
+            },
+            "DATA" => {
+                let Some(sender) = mail_from.take().filter(|_| !rcpt_to.is_empty()) else {
+                    conn.send(b"503 5.5.1 no valid recipients\r\n").await?;
+                    continue;
+                };
+                conn.send(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
+                let (raw_data, data) = conn.read_data().await?;
+                if let Ok(mut messages) = ctx.log.messages.lock() {
+                    messages.push(ReceivedMessage {
+                        mail_from: sender,
+                        rcpt_to: std::mem::take(&mut rcpt_to),
+                        data,
+                        raw_data,
+                        tls,
+                    });
+                }
+                conn.send(b"250 2.0.0 OK: queued\r\n").await?
+            }
             "QUIT" => {
                 conn.send(b"221 2.0.0 Bye\r\n").await?;
                 return Ok(Next::Close);
@@ -507,6 +643,22 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// The path of `MAIL FROM:<path> ...` or `RCPT TO:<path> ...`
+/// (case-insensitive prefix), without brackets; parameters are ignored.
+fn path_of(line: &str, prefix: &str) -> Option<String> {
+    let head = line.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let rest = line[prefix.len()..].trim_start();
+    let inner = rest.strip_prefix('<')?;
+    let end = inner.find('>')?;
+    Some(inner[..end].to_owned())
+}
+
+/// Largest message a test server keeps.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
 /// Command lines from a client, within [`MAX_COMMAND_LINE`] and
 /// [`IDLE_LIMIT`].
 struct Lines<S> {
@@ -514,7 +666,7 @@ struct Lines<S> {
     buf: Vec<u8>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
+impl<S: AsyncRead + Unpin> Lines<S> {
     fn new(stream: S) -> Lines<S> {
         Lines {
             stream,
@@ -522,6 +674,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
         }
     }
 
+    /// The next line with its line end as received, `None` at EOF.
+    async fn read_raw_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(lf) = self.buf.iter().position(|&b| b == b'\n') {
+                return Ok(Some(self.buf.drain(..=lf).collect()));
+            }
+            if self.buf.len() > MAX_COMMAND_LINE {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = match tokio::time::timeout(IDLE_LIMIT, self.stream.read(&mut chunk)).await {
+                Ok(read) => read?,
+                Err(_elapsed) => return Err(io::ErrorKind::TimedOut.into()),
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
     /// The next line without its line end (CRLF or LF), `None` at EOF.
     async fn read_line(&mut self) -> io::Result<Option<String>> {
         loop {
@@ -547,9 +722,267 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
         }
     }
 
+    /// Message data up to the `.` line (RFC 5321 §4.1.1.4): the wire
+    /// octets, and the message with the transparency dots removed
+    /// (§4.5.2). Only `CRLF.CRLF` ends it.
+    async fn read_data(&mut self) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        let mut raw = Vec::new();
+        let mut data = Vec::new();
+        loop {
+            let Some(line) = self.read_raw_line().await? else {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            };
+            raw.extend_from_slice(&line);
+            if raw.len() > MAX_MESSAGE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "message too big",
+                ));
+            }
+            if line == b".\r\n" {
+                return Ok((raw, data));
+            }
+            data.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
+        }
+    }
+
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await
+    }
+}
+
+/// Starts STARTTLS-stripping proxies: the downgrade attack of RFC 3207 §6
+/// ("a man-in-the-middle attack can be launched by deleting the 250
+/// STARTTLS response from the server"), done on purpose.
+#[derive(Debug)]
+pub struct StrippingProxy;
+
+impl StrippingProxy {
+    /// Listens on a [`fresh_loopback_ip`], port 25, and forwards every
+    /// connection to `upstream`. While stripping (the default) it removes
+    /// `STARTTLS` from the server's replies and answers a client's
+    /// `STARTTLS` itself with `454 4.7.0 TLS not available`, never passing
+    /// it on; with [`RunningProxy::set_stripping`]`(false)` it copies bytes
+    /// untouched (TLS passes through), so a test can let a client see TLS
+    /// first and strip it later.
+    pub fn start(upstream: SocketAddr) -> io::Result<RunningProxy> {
+        let mut last = None;
+        for _ in 0..32 {
+            match std::net::TcpListener::bind(SocketAddr::new(fresh_loopback_ip(), SMTP_PORT)) {
+                Ok(listener) => return RunningProxy::spawn(listener, upstream),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no free loopback address")))
+    }
+}
+
+/// A proxy that runs until dropped.
+#[derive(Debug)]
+pub struct RunningProxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    upstream: SocketAddr,
+    stripping: std::sync::atomic::AtomicBool,
+    connections: AtomicUsize,
+    stripped: AtomicUsize,
+}
+
+impl RunningProxy {
+    fn spawn(listener: std::net::TcpListener, upstream: SocketAddr) -> io::Result<RunningProxy> {
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let state = Arc::new(ProxyState {
+            upstream,
+            stripping: std::sync::atomic::AtomicBool::new(true),
+            connections: AtomicUsize::new(0),
+            stripped: AtomicUsize::new(0),
+        });
+        let (stop, stopped) = oneshot::channel();
+        let shared = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name(format!("strip-{}", addr.ip()))
+            .spawn(move || runtime.block_on(proxy_serve(listener, shared, stopped)))?;
+        Ok(RunningProxy {
+            addr,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address clients connect to (port 25).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The IP address it listens on.
+    pub fn ip(&self) -> IpAddr {
+        self.addr.ip()
+    }
+
+    /// Strip STARTTLS from new connections (`true`) or pass them through
+    /// untouched (`false`).
+    pub fn set_stripping(&self, on: bool) {
+        self.state.stripping.store(on, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// How often STARTTLS was removed from a reply or refused.
+    pub fn stripped(&self) -> usize {
+        self.state.stripped.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn proxy_serve(
+    listener: std::net::TcpListener,
+    state: Arc<ProxyState>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "stripping proxy cannot listen");
+            return;
+        }
+    };
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((client, _peer)) => {
+                    state.connections.fetch_add(1, Ordering::SeqCst);
+                    sessions.spawn(proxy_session(client, Arc::clone(&state)));
+                }
+                Err(e) => tracing::debug!(error = %e, "accept failed"),
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+}
+
+async fn proxy_session(mut client: TcpStream, state: Arc<ProxyState>) {
+    let Ok(mut server) = TcpStream::connect(state.upstream).await else {
+        return;
+    };
+    if !state.stripping.load(Ordering::SeqCst) {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        return;
+    }
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    // Both directions write to the client: replies from the server, and
+    // the proxy's own answer to STARTTLS.
+    let (to_client, mut outbox) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = async move {
+        let mut client_write = client_write;
+        while let Some(bytes) = outbox.recv().await {
+            if client_write.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_write.shutdown().await;
+    };
+    let upward = strip_commands(client_read, server_write, to_client.clone(), &state);
+    let downward = strip_replies(server_read, to_client, &state);
+    tokio::join!(writer, upward, downward);
+}
+
+/// Client → server: everything but STARTTLS, which the proxy refuses
+/// itself. Message data (between `DATA` and the `.` line) passes as is.
+async fn strip_commands(
+    client: tokio::net::tcp::OwnedReadHalf,
+    mut server: tokio::net::tcp::OwnedWriteHalf,
+    to_client: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    state: &ProxyState,
+) {
+    let mut lines = Lines::new(client);
+    let mut in_data = false;
+    while let Ok(Some(line)) = lines.read_raw_line().await {
+        if in_data {
+            in_data = line != b".\r\n";
+        } else {
+            let verb = line
+                .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            if verb == b"STARTTLS" {
+                state.stripped.fetch_add(1, Ordering::SeqCst);
+                let _ = to_client.send(b"454 4.7.0 TLS not available\r\n".to_vec());
+                continue;
+            }
+            in_data = verb == b"DATA";
+        }
+        if server.write_all(&line).await.is_err() {
+            break;
+        }
+    }
+    let _ = server.shutdown().await;
+}
+
+/// Server → client: whole replies, with any `STARTTLS` line of a
+/// multi-line reply removed and the continuation marks fixed.
+async fn strip_replies(
+    server: tokio::net::tcp::OwnedReadHalf,
+    to_client: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    state: &ProxyState,
+) {
+    let mut lines = Lines::new(server);
+    let mut reply: Vec<Vec<u8>> = Vec::new();
+    while let Ok(Some(line)) = lines.read_raw_line().await {
+        let last = line.get(3) != Some(&b'-');
+        reply.push(line);
+        if !last {
+            continue;
+        }
+        let before = reply.len();
+        let mut kept: Vec<Vec<u8>> = std::mem::take(&mut reply)
+            .into_iter()
+            .filter(|l| {
+                let text = l.get(4..).unwrap_or_default();
+                !text.to_ascii_uppercase().starts_with(b"STARTTLS")
+            })
+            .collect();
+        if kept.len() < before {
+            state.stripped.fetch_add(1, Ordering::SeqCst);
+        }
+        let count = kept.len();
+        for (i, l) in kept.iter_mut().enumerate() {
+            if l.len() > 3 {
+                l[3] = if i + 1 == count { b' ' } else { b'-' };
+            }
+        }
+        if to_client.send(kept.concat()).is_err() {
+            break;
+        }
     }
 }
 
@@ -569,5 +1002,20 @@ mod tests {
             assert_ne!(o[1], 0);
             assert!(o[3] != 0 && o[3] != 255);
         }
+    }
+
+    #[test]
+    fn paths_are_read_without_brackets_and_parameters() {
+        assert_eq!(
+            path_of("MAIL FROM:<a@b> SIZE=10", "MAIL FROM:").as_deref(),
+            Some("a@b")
+        );
+        assert_eq!(path_of("mail from:<>", "MAIL FROM:").as_deref(), Some(""));
+        assert_eq!(
+            path_of("RCPT TO: <c@d>", "RCPT TO:").as_deref(),
+            Some("c@d")
+        );
+        assert_eq!(path_of("RCPT TO:c@d", "RCPT TO:"), None);
+        assert_eq!(path_of("RC", "RCPT TO:"), None);
     }
 }
