@@ -1,9 +1,10 @@
 -- mailtls store, first schema (SPEC §3, §6; issue #3).
 --
 -- Portable on purpose: the same file must run on PostgreSQL (issue #6).
--- Only TEXT, BIGINT, INTEGER and BOOLEAN columns; times are Unix seconds
--- (BIGINT); no AUTOINCREMENT/SERIAL (ids are chosen by the store inside
--- its write transaction); no SQLite-only functions.
+-- Only TEXT, BIGINT and BOOLEAN columns: every number is BIGINT, an i64
+-- on both (PostgreSQL's INTEGER is 32 bits); times are Unix seconds;
+-- no AUTOINCREMENT/SERIAL (ids are chosen by the store inside its write
+-- transaction); no SQLite-only functions.
 --
 -- TLS levels are stored as their rank, so that order means strength:
 -- 0 = none, 1 = tls, 2 = dane (mailtls_core::TlsLevel).
@@ -20,8 +21,8 @@ CREATE TABLE tls_memory (
     first_tls_at    BIGINT,
     last_tls_at     BIGINT,
     last_seen_at    BIGINT  NOT NULL,
-    best_level      INTEGER NOT NULL CHECK (best_level BETWEEN 0 AND 2),
-    last_level      INTEGER NOT NULL CHECK (last_level BETWEEN 0 AND 2),
+    best_level      BIGINT NOT NULL CHECK (best_level BETWEEN 0 AND 2),
+    last_level      BIGINT NOT NULL CHECK (last_level BETWEEN 0 AND 2),
     protocol        TEXT,
     cipher          TEXT,
     cert_sha256     TEXT,
@@ -35,8 +36,8 @@ CREATE TABLE tls_alerts (
     kind       TEXT    NOT NULL,
     name       TEXT    NOT NULL,
     at         BIGINT  NOT NULL,
-    best_level INTEGER NOT NULL,
-    observed   INTEGER NOT NULL,
+    best_level BIGINT NOT NULL,
+    observed   BIGINT NOT NULL,
     detail     TEXT    NOT NULL
 );
 
@@ -50,7 +51,7 @@ CREATE TABLE tls_memory_forgotten (
     reason     TEXT    NOT NULL,
     at         BIGINT  NOT NULL,
     -- the best level the entry had, NULL when there was no entry
-    best_level INTEGER
+    best_level BIGINT
 );
 
 -- Queue metadata; the bodies are files in the relay's spool.
@@ -68,10 +69,10 @@ CREATE TABLE queue_messages (
 
 CREATE TABLE queue_recipients (
     message_id      TEXT    NOT NULL REFERENCES queue_messages (id) ON DELETE CASCADE,
-    position        INTEGER NOT NULL,
+    position        BIGINT NOT NULL,
     address         TEXT    NOT NULL,
     state           TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
-    attempts        INTEGER NOT NULL,
+    attempts        BIGINT NOT NULL,
     next_attempt_at BIGINT  NOT NULL,
     last_status     TEXT,
     last_reason     TEXT,

@@ -26,6 +26,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The database file could not be created.
+    #[error("cannot create {path}: {source}")]
+    CreateFile {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A store URL this build cannot open.
     #[error("unsupported store URL '{0}': use sqlite:PATH (postgres:// comes with issue #6)")]
     UnsupportedUrl(String),

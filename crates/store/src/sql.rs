@@ -39,6 +39,7 @@ impl SqlStore {
                 source,
             })?;
         }
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -87,9 +88,72 @@ impl SqlStore {
     }
 }
 
+/// Creates the database file, if missing, readable by its owner only: it
+/// holds password hashes. SQLite gives its `-wal` and `-shm` files the
+/// database file's permissions.
+fn create_private(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::CreateFile {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
 /// Seconds since the Unix epoch, for rows the caller gives no time for.
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pragma(store: &SqlStore, name: &'static str) -> String {
+        // The value's column is named after the pragma, except this one.
+        let column = if name == "busy_timeout" {
+            "timeout"
+        } else {
+            name
+        };
+        let row: (String,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST({column} AS TEXT) FROM pragma_{name}"
+        )))
+        .fetch_one(&store.pool)
+        .await
+        .expect("pragma");
+        row.0
+    }
+
+    // SPEC §6: a 250 to DATA is a promise; the commit must be durable.
+    #[tokio::test]
+    async fn every_connection_is_durable_wal_with_foreign_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqlStore::open_sqlite(&dir.path().join("a/b/store.db"))
+            .await
+            .expect("open");
+        assert_eq!(pragma(&store, "journal_mode").await, "wal");
+        assert_eq!(pragma(&store, "synchronous").await, "2", "FULL");
+        assert_eq!(pragma(&store, "foreign_keys").await, "1");
+        assert_eq!(pragma(&store, "busy_timeout").await, "10000");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        let _store = SqlStore::open_sqlite(&path).await.expect("open");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

@@ -10,7 +10,6 @@
 //! user costs the same hash verification as a known one.
 
 use std::future::Future;
-use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -99,7 +98,7 @@ impl Users for SqlStore {
             Some(hash) => check_password(&password, &hash),
             None => {
                 // Same work as for a real account, result thrown away.
-                let _ = check_password(&password, dummy_hash());
+                let _ = check_password(&password, DUMMY_HASH);
                 Ok(false)
             }
         })
@@ -110,10 +109,11 @@ impl Users for SqlStore {
         let Ok(address) = normalise(address) else {
             return Ok(false);
         };
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE address = $1")
-            .bind(address)
-            .fetch_optional(&self.pool)
-            .await?;
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT address FROM users WHERE address = $1")
+                .bind(address)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(found.is_some())
     }
 }
@@ -135,18 +135,10 @@ fn check_password(password: &str, phc: &str) -> Result<bool> {
         .is_ok())
 }
 
-/// A hash of a random password with today's parameters, made once, for
-/// unknown users to be verified against.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        let password = SaltString::generate(&mut OsRng);
-        // With default parameters and a fresh salt hashing cannot fail; if it
-        // ever did, an empty string makes verification fail fast, which only
-        // weakens the timing cover, never the check.
-        hash_password(password.as_str()).unwrap_or_default()
-    })
-}
+/// What unknown users are verified against: the argon2id hash of a random,
+/// forgotten password, made with the default parameters (a unit test keeps
+/// them equal to `argon2::Params::default()`, so both paths cost the same).
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zQTvh0MWdZAzdn1vT90dyw$taC3f/Tx6KVOxvBQ3IlJg3ySRr6wM1NtMOhnbHu2w7A";
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -157,4 +149,45 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dummy_hash_costs_what_a_new_hash_costs() {
+        let dummy = PasswordHash::new(DUMMY_HASH).expect("valid PHC string");
+        let fresh_phc = hash_password("x").expect("hash");
+        let fresh = PasswordHash::new(&fresh_phc).expect("valid PHC string");
+        assert_eq!(dummy.algorithm, fresh.algorithm);
+        assert_eq!(dummy.version, fresh.version);
+        assert_eq!(dummy.params, fresh.params);
+        let default = argon2::Params::default();
+        assert_eq!(
+            dummy.params.get_decimal("m"),
+            Some(default.m_cost()),
+            "memory cost"
+        );
+        assert_eq!(dummy.params.get_decimal("t"), Some(default.t_cost()));
+    }
+
+    #[test]
+    fn hashes_are_salted_argon2id_and_verify() {
+        let a = hash_password("correct horse").expect("hash");
+        let b = hash_password("correct horse").expect("hash");
+        assert_ne!(a, b, "random salt");
+        assert!(a.starts_with("$argon2id$"));
+        assert!(check_password("correct horse", &a).expect("verify"));
+        assert!(!check_password("correct horsf", &a).expect("verify"));
+    }
+
+    #[test]
+    fn addresses_keep_the_local_part_and_lower_the_domain() {
+        assert_eq!(
+            normalise(" Alice@EXAMPLE.org ").expect("valid"),
+            "Alice@example.org"
+        );
+        assert!(normalise("no-at-sign").is_err());
+    }
 }
