@@ -7,7 +7,8 @@
 # the ratios. Output: a markdown table on stdout and in target/bench/scan.md.
 # See docs/benchmarks.md.
 #
-# usage: scripts/bench-scan.sh [--posttls-only]
+# usage: scripts/bench-scan.sh [--posttls-only] [--hold]
+#   --hold  keep the world up after measuring, until Ctrl-C (to profile)
 # env:   N_DOMAINS=1000 CONCURRENCY=16 N_SERVERS=4
 #        MAILTLS=path (default: cargo build --release -p mailtls, then
 #        target/release/mailtls)
@@ -23,11 +24,12 @@ N_DOMAINS=${N_DOMAINS:-1000}
 CONCURRENCY=${CONCURRENCY:-16}
 N_SERVERS=${N_SERVERS:-4}
 VALIDATE_ROW=${VALIDATE_ROW:-1}
-POSTTLS_ONLY=0
+POSTTLS_ONLY=0 HOLD=0
 for arg in "$@"; do
     case $arg in
+    --hold) HOLD=1 ;;
     --posttls-only) POSTTLS_ONLY=1 ;; # to debug the set-up without mailtls
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -156,6 +158,17 @@ if ((!POSTTLS_ONLY)); then
 fi
 measure "posttls-finger -l dane (xargs -P $CONCURRENCY)" posttls_ok "$W/posttls.out" "$W/posttls.err" "${POSTTLS[@]}"
 cp "$W/posttls.out" "$OUT_DIR/posttls-finger.out"
+
+# The floor: what libssl and the kernel alone cost per STARTTLS handshake
+# (scripts/bench/openssl-floor.c: sequential, no DNS, no verification).
+floor_ok() { cat "$W/floor.out" 2>/dev/null || echo 0; }
+if cc -O2 -o "$W/openssl-floor" "$ROOT/scripts/bench/openssl-floor.c" $(pkg-config --cflags --libs openssl) 2>"$W/floor.cc.err"; then
+    measure "OpenSSL floor (C, 1 at a time, no DNS/verification)" floor_ok "$W/floor.out" "$W/floor.err" \
+        "$W/openssl-floor" "$N_DOMAINS" "$N_SERVERS" 127.26.0
+else
+    cat "$W/floor.cc.err" >&2
+    die "could not compile scripts/bench/openssl-floor.c (needs cc and libssl-dev)"
+fi
 if ((VALIDATE_ROW && !POSTTLS_ONLY)); then
     measure "mailtls scan (validate)" mailtls_ok /dev/null "$W/scan.err" \
         "${SCAN[@]}" --dns-mode validate --resolver "$UNBOUND_PLAIN_ADDR:53" --trust-anchor "$W/root.key"
@@ -181,6 +194,7 @@ report() {
     local m p
     m=$(printf '%s\n' "${ROWS[@]}" | grep '^mailtls scan (trust-ad)' || true)
     p=$(printf '%s\n' "${ROWS[@]}" | grep '^posttls-finger' || true)
+    f=$(printf '%s\n' "${ROWS[@]}" | grep '^OpenSSL floor' || true)
     if [[ -n $m && -n $p ]]; then
         IFS='|' read -r _ _ mw mu ms mr _ _ _ <<<"$m"
         IFS='|' read -r _ _ pw pu ps pr _ _ _ <<<"$p"
@@ -190,11 +204,31 @@ report() {
             printf "Ratios (mailtls trust-ad vs posttls-finger): rate %.2fx; CPU per check: posttls-finger uses %.1fx as much (mailtls = %.3f of it; goal <= 0.100: %s); peak RSS: one mailtls process %.1f MB vs one posttls-finger process %.1f MB (x%d running at once = ~%.0f MB).\n",
                 pw / mw, cpu, 1 / cpu, (1 / cpu <= 0.1 ? "met" : "NOT met"), mr / 1024, pr / 1024, c, pr * c / 1024 }'
     fi
+    if [[ -n $m && -n $f ]]; then
+        IFS='|' read -r _ _ _ mu ms _ _ _ _ <<<"$m"
+        IFS='|' read -r _ _ _ fu fs _ _ _ _ <<<"$f"
+        [[ -n $p ]] && IFS='|' read -r _ _ _ pu ps _ _ _ _ <<<"$p"
+        awk -v mu="$mu" -v ms="$ms" -v fu="$fu" -v fs="$fs" -v pu="${pu:-0}" -v ps="${ps:-0}" 'BEGIN {
+            printf "Against the OpenSSL floor (bare handshakes, same servers): mailtls %.1fx its CPU per check", (mu + ms) / (fu + fs)
+            if (pu + ps > 0) printf ", posttls-finger %.1fx; a tenth of posttls-finger is %.2fx the floor", (pu + ps) / (fu + fs), (pu + ps) / 10 / (fu + fs)
+            print "." }'
+    fi
     echo
     echo "Client CPU = user+sys of the client process tree (GNU time; for posttls-finger the whole xargs tree). Server columns: CPU of the Postfix masters and their smtpd children, and of NSD+unbound, during each run, from /proc. SMTP sessions = connects logged by the Postfix instances."
 }
 report | tee "$OUT_DIR/scan.md"
 log "written: $OUT_DIR/scan.md"
+
+if ((HOLD)); then
+    cat <<EOF
+
+The world is up (work directory $W); the domains are in $W/domains.txt:
+  ${SCAN[*]} --dns-mode trust-ad --resolver $UNBOUND_ADDR:53
+  perf record -g -o $W/perf.data ${SCAN[*]} --dns-mode trust-ad --resolver $UNBOUND_ADDR:53
+Ctrl-C stops everything.
+EOF
+    while :; do sleep 3600; done
+fi
 
 fail=0
 for r in "${ROWS[@]}"; do
