@@ -9,6 +9,10 @@
 # world_stop from an EXIT trap. Every daemon we start is recorded in
 # $W/pids with its pid; world_stop stops exactly those.
 
+# CI runs us without standard input. A closed fd 0 gets reused by the first
+# socket a daemon opens, and some (NSD) then misbehave: give it /dev/null.
+exec </dev/null
+
 # Addresses (all on 127.0.0.0/8, port 53 / 25; override from the environment).
 NSD_ADDR=${NSD_ADDR:-127.53.0.1}             # authoritative: ., test., *.test.
 UNBOUND_ADDR=${UNBOUND_ADDR:-127.53.0.2}     # validating recursive resolver
@@ -382,7 +386,7 @@ discard   unix  -       -       n       -       -       discard
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
     # Postfix logs to syslog or a tty; script(1) gives its complaints a tty.
-    script -qec "postfix -c '$p/etc' check" /dev/null || die "postfix check ($name)"
+    script -qec "postfix -c '$p/etc' check" /dev/null </dev/null || die "postfix check ($name)"
     postfix -c "$p/etc" start >/dev/null 2>&1 || { cat "$p/maillog" >&2; die "postfix start ($name)"; }
     remember_pid "postfix:$name" "$(tr -d ' ' <"$p/queue/pid/master.pid" 2>/dev/null || echo 0)"
     wait_for smtp_banner "$addr" ||
