@@ -1,0 +1,942 @@
+//! One SMTP server session as a state machine without I/O (the rustls
+//! shape, STYLE.md): it takes lines ([`Frame`]s) and the results of the
+//! work it asked for, and returns [`Action`]s (replies to send, a TLS
+//! handshake to do, a password to check, a message to queue). Every rule of
+//! the dialogue lives here and is tested without a socket; the async driver
+//! in `conn.rs` only moves bytes and runs the actions.
+//!
+//! RFC 5321 (the dialogue), RFC 3207 (STARTTLS, and §4.2: forget everything
+//! after the handshake), RFC 4954 + RFC 6409 (AUTH, only over TLS), RFC 1870
+//! (SIZE), RFC 2920 (PIPELINING: the session answers commands in order; the
+//! driver batches the replies), RFC 3463/2034 (enhanced codes). SPEC §7:
+//! only CRLF.CRLF ends DATA, and bare CR or LF is refused.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailtls_core::status::SmtpStatus;
+
+use super::command::{Command, Mechanism, parse_command};
+use super::framing::Frame;
+use super::reply::{Refusal, Reply};
+use super::sasl::{Password, decode_base64, encode_base64, parse_plain};
+use super::trace::{TlsInfo, Trace};
+
+/// RFC 5321 §4.5.3.1.4: a command line, CRLF included.
+pub const COMMAND_LINE_LIMIT: usize = 512;
+/// RFC 5321 §4.5.3.1.6: a text line in DATA, CRLF included.
+pub const TEXT_LINE_LIMIT: usize = 1000;
+/// RFC 4954 §4: an AUTH command or response line may be 12288 octets.
+pub const AUTH_LINE_LIMIT: usize = 12_288;
+
+/// The session's fixed settings, shared by all sessions of a listener.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our name in the greeting, EHLO and trace header.
+    pub hostname: String,
+    /// Largest message (RFC 1870 SIZE).
+    pub max_message_size: usize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Client errors before `421` and close.
+    pub max_errors: usize,
+    /// Failed AUTH attempts before `421` and close.
+    pub max_auth_failures: usize,
+    /// Pause before answering a failed AUTH (slows password guessing).
+    pub auth_failure_delay: Duration,
+}
+
+/// Who is on the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// Whether it is in `relay.trusted_networks` (may relay without AUTH).
+    pub trusted: bool,
+}
+
+/// What the session asks its driver to do, in order.
+#[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Send this reply (replies may be batched until input runs dry).
+    Reply(Reply),
+    /// Send the replies so far, then wait this long.
+    Pause(Duration),
+    /// Send the replies so far, discard every byte already received
+    /// (CVE-2011-0411), do the TLS handshake, then call
+    /// [`Session::tls_established`].
+    StartTls,
+    /// Check a password, then call [`Session::auth_checked`].
+    VerifyPassword {
+        /// The user name (the address).
+        user: String,
+        /// The password.
+        password: Password,
+    },
+    /// Spool and queue the message, then call [`Session::queued`].
+    Enqueue(Box<AcceptedMessage>),
+    /// Send the replies so far and close the connection.
+    Close,
+}
+
+/// A message the client finished sending, ready to be spooled.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AcceptedMessage {
+    /// Envelope sender, `""` for the null reverse-path.
+    pub sender: String,
+    /// Envelope recipients.
+    pub recipients: Vec<String>,
+    /// The message as received: CRLF lines, dot-unstuffed.
+    pub body: Vec<u8>,
+    /// For the `Received:` header.
+    pub trace: Trace,
+}
+
+/// Where the dialogue is.
+#[derive(Debug)]
+enum State {
+    /// Waiting for a command.
+    Command,
+    /// Waiting for the `334` response of AUTH PLAIN.
+    AuthPlain,
+    /// Waiting for the AUTH LOGIN user name.
+    AuthLoginUser,
+    /// Waiting for the AUTH LOGIN password.
+    AuthLoginPassword { user: String },
+    /// Reading the message.
+    Data(DataState),
+    /// Waiting for the driver ([`Action::StartTls`], a password check, the
+    /// queue).
+    Waiting,
+    /// Closed; nothing more is read.
+    Closed,
+}
+
+#[derive(Debug)]
+struct DataState {
+    body: Vec<u8>,
+    /// The previous line ended with CRLF (the DATA command did).
+    prev_crlf: bool,
+    /// The first reason to refuse the message; reading goes on to the end.
+    refusal: Option<Refusal>,
+}
+
+#[derive(Debug)]
+struct Envelope {
+    sender: String,
+    recipients: Vec<String>,
+}
+
+/// One SMTP server session.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<SessionConfig>,
+    client: Client,
+    state: State,
+    tls: Option<TlsInfo>,
+    /// EHLO/HELO name, and whether it was EHLO.
+    helo: Option<(String, bool)>,
+    auth_user: Option<String>,
+    /// The user an AUTH in progress is for.
+    pending_user: Option<String>,
+    envelope: Option<Envelope>,
+    errors: usize,
+    auth_failures: usize,
+}
+
+impl Session {
+    /// A new session; `tls` is set for implicit TLS (RFC 8314), where the
+    /// handshake came first.
+    pub fn new(config: Arc<SessionConfig>, client: Client, tls: Option<TlsInfo>) -> Session {
+        Session {
+            config,
+            client,
+            state: State::Command,
+            tls,
+            helo: None,
+            auth_user: None,
+            pending_user: None,
+            envelope: None,
+            errors: 0,
+            auth_failures: 0,
+        }
+    }
+
+    /// The `220` greeting (RFC 5321 §4.3.1).
+    pub fn greeting(&self) -> Reply {
+        Reply::plain(220, vec![format!("{} ESMTP mailtls", self.config.hostname)])
+    }
+
+    /// The longest line (CRLF included) the session takes now.
+    pub fn line_limit(&self) -> usize {
+        match self.state {
+            State::Data(_) => TEXT_LINE_LIMIT,
+            State::AuthPlain | State::AuthLoginUser | State::AuthLoginPassword { .. } => {
+                AUTH_LINE_LIMIT
+            }
+            _ => COMMAND_LINE_LIMIT,
+        }
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Whether the session wants more input now (not waiting for the driver
+    /// and not closed).
+    pub fn wants_input(&self) -> bool {
+        !matches!(self.state, State::Waiting | State::Closed)
+    }
+
+    /// The authenticated user, if any.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
+    }
+
+    /// Handles one line from the client.
+    pub fn on_frame(&mut self, frame: Frame<'_>, out: &mut Vec<Action>) {
+        match std::mem::replace(&mut self.state, State::Waiting) {
+            State::Data(data) => self.on_data_line(data, frame, out),
+            State::Command => {
+                self.state = State::Command;
+                match frame {
+                    Frame::TooLong { .. } => self.refuse(Refusal::LineTooLong, out),
+                    Frame::Line { crlf: false, .. } | Frame::Line { bare_cr: true, .. } => {
+                        self.refuse(Refusal::BareLineEnding, out)
+                    }
+                    Frame::Line { text, .. } => match parse_command(text) {
+                        Ok(command) => self.on_command(command, out),
+                        Err(refusal) => self.refuse(refusal, out),
+                    },
+                }
+            }
+            State::AuthPlain | State::AuthLoginUser | State::AuthLoginPassword { .. }
+                if !matches!(
+                    frame,
+                    Frame::Line {
+                        crlf: true,
+                        bare_cr: false,
+                        ..
+                    }
+                ) =>
+            {
+                self.state = State::Command;
+                let refusal = match frame {
+                    Frame::TooLong { .. } => Refusal::LineTooLong,
+                    _ => Refusal::BareLineEnding,
+                };
+                self.refuse(refusal, out);
+            }
+            state @ (State::AuthPlain | State::AuthLoginUser | State::AuthLoginPassword { .. }) => {
+                self.state = State::Command;
+                if let Frame::Line { text, .. } = frame {
+                    self.on_auth_response(state, text, out);
+                }
+            }
+            // The driver feeds no lines while waiting or closed; if it did,
+            // they are ignored.
+            state @ (State::Waiting | State::Closed) => self.state = state,
+        }
+    }
+
+    /// The TLS handshake after STARTTLS succeeded. RFC 3207 §4.2: the
+    /// session starts over (no EHLO name, no AUTH, no transaction).
+    pub fn tls_established(&mut self, info: TlsInfo) {
+        self.tls = Some(info);
+        self.helo = None;
+        self.auth_user = None;
+        self.pending_user = None;
+        self.envelope = None;
+        self.state = State::Command;
+    }
+
+    /// The result of [`Action::VerifyPassword`]: `Err` when the store failed.
+    pub fn auth_checked<E>(&mut self, result: Result<bool, E>, out: &mut Vec<Action>) {
+        self.state = State::Command;
+        let user = self.pending_user.take();
+        match (result, user) {
+            (Ok(true), Some(user)) => {
+                self.auth_user = Some(user);
+                out.push(Action::Reply(Reply::new(
+                    SmtpStatus::new(235, 2, 7, 0),
+                    "Authentication successful",
+                )));
+            }
+            (Err(_), _) => out.push(Action::Reply(Reply::new(
+                SmtpStatus::new(454, 4, 7, 0),
+                "Temporary authentication failure",
+            ))),
+            (Ok(_), _) => {
+                self.auth_failures += 1;
+                out.push(Action::Pause(self.config.auth_failure_delay));
+                self.refuse(Refusal::AuthFailed, out);
+                if self.auth_failures >= self.config.max_auth_failures && !self.is_closed() {
+                    self.close_with(Refusal::TooManyAuthFailures, out);
+                }
+            }
+        }
+    }
+
+    /// The result of [`Action::Enqueue`]: the message id, or `Err` when it
+    /// was not queued (nothing was: the driver removed the spool file).
+    pub fn queued<E>(&mut self, result: Result<String, E>, out: &mut Vec<Action>) {
+        self.state = State::Command;
+        self.envelope = None;
+        match result {
+            Ok(id) => out.push(Action::Reply(Reply::new(
+                SmtpStatus::new(250, 2, 0, 0),
+                format!("Ok: queued as {id}"),
+            ))),
+            Err(_) => out.push(Action::Reply(Refusal::LocalError.reply())),
+        }
+    }
+
+    /// No input within the idle timeout (RFC 5321 §4.5.3.2.7).
+    pub fn timed_out(&mut self, out: &mut Vec<Action>) {
+        self.close_with(Refusal::IdleTimeout, out);
+    }
+
+    /// The server is shutting down.
+    pub fn shutting_down(&mut self, out: &mut Vec<Action>) {
+        self.close_with(Refusal::ShuttingDown, out);
+    }
+
+    fn on_command(&mut self, command: Command, out: &mut Vec<Action>) {
+        match command {
+            Command::Ehlo(name) => {
+                self.envelope = None;
+                let mut lines = vec![
+                    format!("{} Hello {name}", self.config.hostname),
+                    "PIPELINING".to_owned(),
+                    format!("SIZE {}", self.config.max_message_size),
+                    "8BITMIME".to_owned(),
+                    "ENHANCEDSTATUSCODES".to_owned(),
+                ];
+                // RFC 3207 §4.2: no STARTTLS after TLS; RFC 4954 §4 and
+                // RFC 6409: AUTH only where the password is encrypted.
+                if self.tls.is_none() {
+                    lines.push("STARTTLS".to_owned());
+                } else {
+                    lines.push("AUTH PLAIN LOGIN".to_owned());
+                }
+                self.helo = Some((name, true));
+                out.push(Action::Reply(Reply::plain(250, lines)));
+            }
+            Command::Helo(name) => {
+                self.envelope = None;
+                self.helo = Some((name, false));
+                out.push(Action::Reply(Reply::plain(
+                    250,
+                    vec![self.config.hostname.clone()],
+                )));
+            }
+            Command::StartTls => {
+                if self.tls.is_some() {
+                    return self.refuse(Refusal::BadSequence("TLS already active"), out);
+                }
+                out.push(Action::Reply(Reply::new(
+                    SmtpStatus::new(220, 2, 0, 0),
+                    "Ready to start TLS",
+                )));
+                out.push(Action::StartTls);
+                self.state = State::Waiting;
+            }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.on_auth(mechanism, initial_response, out),
+            Command::Mail { from, size } => {
+                if self.helo.is_none() {
+                    return self.refuse(Refusal::BadSequence("send EHLO first"), out);
+                }
+                if self.envelope.is_some() {
+                    return self.refuse(Refusal::BadSequence("nested MAIL command"), out);
+                }
+                // RFC 1870 §6.1: a declared size over the limit is refused
+                // at once with 552.
+                if size.is_some_and(|s| s > self.config.max_message_size as u64) {
+                    return self.refuse(Refusal::MessageTooBig, out);
+                }
+                self.envelope = Some(Envelope {
+                    sender: from,
+                    recipients: Vec::new(),
+                });
+                out.push(ok(SmtpStatus::new(250, 2, 1, 0)));
+            }
+            Command::Rcpt { to } => {
+                let Some(envelope) = &mut self.envelope else {
+                    return self.refuse(Refusal::BadSequence("need MAIL before RCPT"), out);
+                };
+                // Never an open relay (SPEC §5), on every listener.
+                if self.auth_user.is_none() && !self.client.trusted {
+                    return self.refuse(Refusal::RelayDenied, out);
+                }
+                if envelope.recipients.len() >= self.config.max_recipients {
+                    return self.refuse(Refusal::TooManyRecipients, out);
+                }
+                if !envelope
+                    .recipients
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&to))
+                {
+                    envelope.recipients.push(to);
+                }
+                out.push(ok(SmtpStatus::new(250, 2, 1, 5)));
+            }
+            Command::Data => {
+                if self
+                    .envelope
+                    .as_ref()
+                    .is_none_or(|e| e.recipients.is_empty())
+                {
+                    return self.refuse(Refusal::BadSequence("no valid recipients"), out);
+                }
+                out.push(Action::Reply(Reply::plain(
+                    354,
+                    vec!["End data with <CR><LF>.<CR><LF>".into()],
+                )));
+                self.state = State::Data(DataState {
+                    body: Vec::new(),
+                    prev_crlf: true,
+                    refusal: None,
+                });
+            }
+            Command::Rset => {
+                self.envelope = None;
+                out.push(ok(SmtpStatus::new(250, 2, 0, 0)));
+            }
+            Command::Noop => out.push(ok(SmtpStatus::new(250, 2, 0, 0))),
+            Command::Vrfy => out.push(Action::Reply(Reply::new(
+                SmtpStatus::new(252, 2, 5, 0),
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            ))),
+            Command::Help => out.push(Action::Reply(Reply::new(
+                SmtpStatus::new(214, 2, 0, 0),
+                "mailtls submission: see RFC 5321, RFC 6409",
+            ))),
+            Command::Quit => {
+                out.push(Action::Reply(Reply::new(
+                    SmtpStatus::new(221, 2, 0, 0),
+                    "Bye",
+                )));
+                out.push(Action::Close);
+                self.state = State::Closed;
+            }
+        }
+    }
+
+    fn on_auth(&mut self, mechanism: Mechanism, initial: Option<String>, out: &mut Vec<Action>) {
+        if self.tls.is_none() {
+            return self.refuse(Refusal::EncryptionRequired, out);
+        }
+        if self.helo.is_none() {
+            return self.refuse(Refusal::BadSequence("send EHLO first"), out);
+        }
+        if self.auth_user.is_some() {
+            return self.refuse(Refusal::BadSequence("already authenticated"), out);
+        }
+        if self.envelope.is_some() {
+            return self.refuse(
+                Refusal::BadSequence("AUTH not allowed during a mail transaction"),
+                out,
+            );
+        }
+        match (mechanism, initial) {
+            (Mechanism::Plain, Some(response)) => {
+                self.on_auth_response(State::AuthPlain, response.as_bytes(), out)
+            }
+            (Mechanism::Plain, None) => {
+                out.push(Action::Reply(Reply::plain(334, vec![String::new()])));
+                self.state = State::AuthPlain;
+            }
+            (Mechanism::Login, Some(response)) => {
+                self.on_auth_response(State::AuthLoginUser, response.as_bytes(), out)
+            }
+            (Mechanism::Login, None) => {
+                out.push(Action::Reply(Reply::plain(
+                    334,
+                    vec![encode_base64(b"Username:")],
+                )));
+                self.state = State::AuthLoginUser;
+            }
+        }
+    }
+
+    /// A SASL response line in `state` (the session is in `Command` now).
+    fn on_auth_response(&mut self, state: State, text: &[u8], out: &mut Vec<Action>) {
+        if text == b"*" {
+            return self.refuse(Refusal::AuthCancelled, out);
+        }
+        let decoded = std::str::from_utf8(text).ok().and_then(decode_base64);
+        let Some(decoded) = decoded else {
+            return self.refuse(Refusal::Syntax("invalid base64"), out);
+        };
+        match state {
+            State::AuthPlain => match parse_plain(&decoded) {
+                Some((user, password)) => self.verify(user, password, out),
+                None => self.auth_checked(Ok::<bool, ()>(false), out),
+            },
+            State::AuthLoginUser => match String::from_utf8(decoded) {
+                Ok(user) if !user.is_empty() => {
+                    out.push(Action::Reply(Reply::plain(
+                        334,
+                        vec![encode_base64(b"Password:")],
+                    )));
+                    self.state = State::AuthLoginPassword { user };
+                }
+                _ => self.auth_checked(Ok::<bool, ()>(false), out),
+            },
+            State::AuthLoginPassword { user } => match String::from_utf8(decoded) {
+                Ok(password) if !password.is_empty() => self.verify(user, Password(password), out),
+                _ => self.auth_checked(Ok::<bool, ()>(false), out),
+            },
+            _ => self.state = state,
+        }
+    }
+
+    fn verify(&mut self, user: String, password: Password, out: &mut Vec<Action>) {
+        self.pending_user = Some(user.clone());
+        out.push(Action::VerifyPassword { user, password });
+        self.state = State::Waiting;
+    }
+
+    /// A line of the message (RFC 5321 §4.1.1.4, §4.5.2).
+    fn on_data_line(&mut self, mut data: DataState, frame: Frame<'_>, out: &mut Vec<Action>) {
+        match frame {
+            // SPEC §7: only <CR><LF>.<CR><LF> ends the message.
+            Frame::Line {
+                text: b".",
+                crlf: true,
+                bare_cr: false,
+            } if data.prev_crlf => {
+                return self.end_of_data(data, out);
+            }
+            Frame::TooLong { crlf } => {
+                data.refusal.get_or_insert(Refusal::DataLineTooLong);
+                data.body = Vec::new();
+                data.prev_crlf = crlf;
+            }
+            Frame::Line {
+                text,
+                crlf,
+                bare_cr,
+            } => {
+                data.prev_crlf = crlf;
+                if !crlf || bare_cr {
+                    data.refusal.get_or_insert(Refusal::BareLineEndingInData);
+                }
+                // RFC 5321 §4.5.2: drop the first of leading dots.
+                let text = text.strip_prefix(b".").unwrap_or(text);
+                if data.body.len() + text.len() + 2 > self.config.max_message_size {
+                    data.refusal.get_or_insert(Refusal::MessageTooBig);
+                }
+                if data.refusal.is_none() {
+                    data.body.extend_from_slice(text);
+                    data.body.extend_from_slice(b"\r\n");
+                } else {
+                    // Refused: keep reading to the end, keep nothing.
+                    data.body = Vec::new();
+                }
+            }
+        }
+        self.state = State::Data(data);
+    }
+
+    fn end_of_data(&mut self, data: DataState, out: &mut Vec<Action>) {
+        self.state = State::Command;
+        let envelope = self.envelope.take();
+        if let Some(refusal) = data.refusal {
+            return self.refuse(refusal, out);
+        }
+        let (Some(envelope), Some((helo, esmtp))) = (envelope, self.helo.clone()) else {
+            // DATA is only entered with an envelope after EHLO/HELO.
+            return self.refuse(Refusal::LocalError, out);
+        };
+        let trace = Trace {
+            helo,
+            esmtp,
+            client_ip: self.client.ip,
+            tls: self.tls.clone(),
+            auth_user: self.auth_user.clone(),
+        };
+        out.push(Action::Enqueue(Box::new(AcceptedMessage {
+            sender: envelope.sender,
+            recipients: envelope.recipients,
+            body: data.body,
+            trace,
+        })));
+        self.state = State::Waiting;
+    }
+
+    /// Refuses; a client error counts toward the session's limit.
+    fn refuse(&mut self, refusal: Refusal, out: &mut Vec<Action>) {
+        let client_error = refusal.is_client_error();
+        out.push(Action::Reply(refusal.reply()));
+        if client_error {
+            self.errors += 1;
+            if self.errors >= self.config.max_errors {
+                self.close_with(Refusal::TooManyErrors, out);
+            }
+        }
+    }
+
+    fn close_with(&mut self, refusal: Refusal, out: &mut Vec<Action>) {
+        out.push(Action::Reply(Reply::new(
+            refusal.status(),
+            format!("{} {refusal}", self.config.hostname),
+        )));
+        out.push(Action::Close);
+        self.state = State::Closed;
+    }
+}
+
+fn ok(status: SmtpStatus) -> Action {
+    Action::Reply(Reply::new(status, "Ok"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::framing::{LineFramer, Step};
+
+    fn config() -> Arc<SessionConfig> {
+        Arc::new(SessionConfig {
+            hostname: "mx.test".into(),
+            max_message_size: 100,
+            max_recipients: 2,
+            max_errors: 5,
+            max_auth_failures: 2,
+            auth_failure_delay: Duration::from_millis(1),
+        })
+    }
+
+    fn tls() -> TlsInfo {
+        TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+        }
+    }
+
+    fn session(trusted: bool, tls_on: bool) -> Session {
+        let client = Client {
+            ip: "192.0.2.1".parse().expect("ip"),
+            trusted,
+        };
+        Session::new(config(), client, tls_on.then(tls))
+    }
+
+    /// Feeds raw bytes as the driver would, and returns the actions.
+    fn feed(session: &mut Session, input: &[u8]) -> Vec<Action> {
+        let mut framer = LineFramer::default();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while session.wants_input() {
+            match framer.next(&input[pos..], session.line_limit()) {
+                Step::Frame(frame, n) => {
+                    pos += n;
+                    session.on_frame(frame, &mut out);
+                }
+                Step::NeedMore(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The reply codes and first lines, as text.
+    fn replies(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply(r) => Some(
+                    String::from_utf8_lossy(&r.to_wire())
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .to_owned(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn codes(actions: &[Action]) -> Vec<u16> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply(r) => Some(r.code),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn authenticated() -> Session {
+        let mut s = session(false, true);
+        let out = feed(
+            &mut s,
+            b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUub3JnAHNlY3JldA==\r\n",
+        );
+        assert!(
+            matches!(out.last(), Some(Action::VerifyPassword { user, .. }) if user == "alice@example.org")
+        );
+        let mut out = Vec::new();
+        s.auth_checked(Ok::<bool, ()>(true), &mut out);
+        assert_eq!(codes(&out), [235]);
+        s
+    }
+
+    // RFC 5321 §4.1.1.1 and the extensions we offer.
+
+    #[test]
+    fn ehlo_offers_starttls_before_tls_and_auth_only_after() {
+        let mut s = session(false, false);
+        let text = String::from_utf8(match &feed(&mut s, b"EHLO c.test\r\n")[0] {
+            Action::Reply(r) => r.to_wire(),
+            other => panic!("{other:?}"),
+        })
+        .expect("utf8");
+        assert_eq!(
+            text,
+            "250-mx.test Hello c.test\r\n250-PIPELINING\r\n250-SIZE 100\r\n250-8BITMIME\r\n\
+             250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n"
+        );
+        let mut s = session(false, true);
+        let out = feed(&mut s, b"EHLO c.test\r\n");
+        let Action::Reply(reply) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(reply.lines.contains(&"AUTH PLAIN LOGIN".to_owned()));
+        assert!(!reply.lines.contains(&"STARTTLS".to_owned()));
+    }
+
+    // RFC 4954 §4, RFC 6409: AUTH only over TLS.
+
+    #[test]
+    fn auth_before_tls_is_refused_with_538() {
+        let mut s = session(false, false);
+        let out = feed(&mut s, b"EHLO c\r\nAUTH PLAIN AGEAYg==\r\n");
+        assert_eq!(
+            replies(&out)[1],
+            "538 5.7.11 Encryption required for requested authentication mechanism"
+        );
+    }
+
+    #[test]
+    fn auth_login_dialogue() {
+        let mut s = session(false, true);
+        let out = feed(&mut s, b"EHLO c\r\nAUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\n");
+        assert_eq!(replies(&out)[1..], ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6"]);
+        assert!(
+            matches!(out.last(), Some(Action::VerifyPassword { user, password })
+            if user == "alice" && password.0 == "secret")
+        );
+    }
+
+    #[test]
+    fn failed_auth_pauses_then_535_and_the_limit_closes() {
+        let mut s = session(false, true);
+        feed(&mut s, b"EHLO c\r\nAUTH PLAIN AGEAYg==\r\n");
+        let mut out = Vec::new();
+        s.auth_checked(Ok::<bool, ()>(false), &mut out);
+        assert!(matches!(out[0], Action::Pause(_)));
+        assert_eq!(
+            replies(&out),
+            ["535 5.7.8 authentication credentials invalid"]
+        );
+        let mut out = feed(&mut s, b"AUTH PLAIN AGEAYg==\r\n");
+        s.auth_checked(Ok::<bool, ()>(false), &mut out);
+        assert_eq!(codes(&out), [535, 421]);
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn auth_can_be_cancelled() {
+        let mut s = session(false, true);
+        let out = feed(&mut s, b"EHLO c\r\nAUTH PLAIN\r\n*\r\nNOOP\r\n");
+        assert_eq!(codes(&out), [250, 334, 501, 250]);
+    }
+
+    // Never an open relay.
+
+    #[test]
+    fn relaying_needs_auth_or_a_trusted_network() {
+        let mut s = session(false, true);
+        let out = feed(
+            &mut s,
+            b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n",
+        );
+        assert_eq!(replies(&out)[2], "554 5.7.1 Relay access denied");
+        let mut s = session(true, false);
+        let out = feed(
+            &mut s,
+            b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n",
+        );
+        assert_eq!(codes(&out), [250, 250, 250]);
+        let mut s = authenticated();
+        let out = feed(&mut s, b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n");
+        assert_eq!(codes(&out), [250, 250]);
+    }
+
+    #[test]
+    fn a_whole_transaction_yields_the_message_dot_unstuffed() {
+        let mut s = authenticated();
+        let out = feed(
+            &mut s,
+            b"MAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\n.\r\nNOOP\r\n",
+        );
+        assert_eq!(codes(&out), [250, 250, 354]);
+        let Some(Action::Enqueue(message)) = out.last() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(message.body, b"Subject: x\r\n\r\n.dot\r\n");
+        assert_eq!(message.sender, "");
+        assert_eq!(message.recipients, ["b@y.test"]);
+        assert_eq!(
+            message.trace.auth_user.as_deref(),
+            Some("alice@example.org")
+        );
+        assert!(!s.wants_input(), "waits for the queue before reading NOOP");
+        let mut out = Vec::new();
+        s.queued(Ok::<String, ()>("ID1".into()), &mut out);
+        assert_eq!(replies(&out), ["250 2.0.0 Ok: queued as ID1"]);
+        let mut out = Vec::new();
+        s.queued(Err(()), &mut out);
+        assert_eq!(
+            replies(&out),
+            ["451 4.3.0 local error in processing; message not queued"]
+        );
+    }
+
+    // SPEC §7: SMTP smuggling.
+
+    #[test]
+    fn bare_lf_dot_bare_lf_does_not_end_data_and_bare_lf_refuses_the_message() {
+        let mut s = authenticated();
+        let out = feed(
+            &mut s,
+            b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\n.\nMAIL FROM:<evil@x.test>\r\n.\r\n",
+        );
+        assert_eq!(
+            replies(&out)[2..],
+            [
+                "354 End data with <CR><LF>.<CR><LF>",
+                "554 5.6.0 bare CR or LF in message; lines end with CRLF"
+            ]
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::Enqueue(_))));
+        assert!(s.wants_input());
+    }
+
+    #[test]
+    fn bare_cr_in_data_and_dot_after_bare_lf_do_not_end_data() {
+        for body in [&b"x\r.\r\n"[..], b"x\n.\r\n", b"x\r\n.\n", b"x\r\n.\r.\r\n"] {
+            let mut s = authenticated();
+            let mut input = b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n".to_vec();
+            input.extend_from_slice(body);
+            let out = feed(&mut s, &input);
+            assert_eq!(codes(&out), [250, 250, 354], "{body:?} must not end DATA");
+            let out = feed(&mut s, b"\r\n.\r\n");
+            assert_eq!(codes(&out), [554], "{body:?}");
+        }
+    }
+
+    #[test]
+    fn bare_lf_in_a_command_is_refused() {
+        let mut s = session(false, false);
+        let out = feed(&mut s, b"EHLO c\nNOOP\r\n");
+        assert_eq!(
+            replies(&out)[0],
+            "500 5.5.2 bare CR or LF not allowed; lines end with CRLF"
+        );
+        assert_eq!(codes(&out), [500, 250]);
+    }
+
+    // Limits.
+
+    #[test]
+    fn size_limits_declared_and_actual() {
+        let mut s = authenticated();
+        let out = feed(&mut s, b"MAIL FROM:<a@x.test> SIZE=101\r\n");
+        assert_eq!(
+            replies(&out),
+            ["552 5.3.4 message size exceeds fixed maximum message size"]
+        );
+        let mut input = b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n".to_vec();
+        for _ in 0..20 {
+            input.extend_from_slice(b"0123456789\r\n");
+        }
+        input.extend_from_slice(b".\r\n");
+        let out = feed(&mut s, &input);
+        assert_eq!(codes(&out), [250, 250, 354, 552]);
+    }
+
+    #[test]
+    fn recipient_limit_is_452() {
+        let mut s = authenticated();
+        let out = feed(&mut s, b"MAIL FROM:<a@x.test>\r\nRCPT TO:<1@y.test>\r\nRCPT TO:<2@y.test>\r\nRCPT TO:<3@y.test>\r\n");
+        assert_eq!(replies(&out)[3], "452 4.5.3 too many recipients");
+    }
+
+    #[test]
+    fn long_lines() {
+        let mut s = session(false, false);
+        let mut input = vec![b'N'; 600];
+        input.extend_from_slice(b"\r\nNOOP\r\n");
+        assert_eq!(
+            replies(&feed(&mut s, &input)),
+            ["500 5.5.6 line too long", "250 2.0.0 Ok"]
+        );
+        let mut s = authenticated();
+        let mut input = b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n".to_vec();
+        input.extend_from_slice(&[b'x'; 1200]);
+        input.extend_from_slice(b"\r\n.\r\n");
+        assert_eq!(codes(&feed(&mut s, &input)), [250, 250, 354, 500]);
+    }
+
+    #[test]
+    fn too_many_errors_close_with_421() {
+        let mut s = session(false, false);
+        let out = feed(&mut s, b"A\r\nB\r\nC\r\nD\r\nE\r\nNOOP\r\n");
+        assert_eq!(codes(&out), [500, 500, 500, 500, 500, 421]);
+        assert_eq!(out.last(), Some(&Action::Close));
+        assert!(s.is_closed());
+    }
+
+    // RFC 3207.
+
+    #[test]
+    fn starttls_waits_and_tls_resets_the_session() {
+        let mut s = session(false, false);
+        let out = feed(&mut s, b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n");
+        assert_eq!(codes(&out), [250, 220], "NOOP after STARTTLS is not read");
+        assert_eq!(out.last(), Some(&Action::StartTls));
+        s.tls_established(tls());
+        let out = feed(&mut s, b"MAIL FROM:<a@x.test>\r\n");
+        assert_eq!(replies(&out), ["503 5.5.1 send EHLO first"]);
+        let out = feed(&mut s, b"EHLO c\r\nSTARTTLS\r\n");
+        assert_eq!(codes(&out), [250, 503]);
+    }
+
+    #[test]
+    fn sequence_errors() {
+        let mut s = authenticated();
+        assert_eq!(
+            codes(&feed(&mut s, b"RCPT TO:<b@y.test>\r\nDATA\r\n")),
+            [503, 503]
+        );
+        assert_eq!(
+            codes(&feed(
+                &mut s,
+                b"MAIL FROM:<a@x.test>\r\nMAIL FROM:<a@x.test>\r\nDATA\r\n"
+            )),
+            [250, 503, 503]
+        );
+        assert_eq!(
+            codes(&feed(&mut s, b"RSET\r\nVRFY x\r\nHELP\r\nQUIT\r\n")),
+            [250, 252, 214, 221]
+        );
+        assert!(s.is_closed());
+    }
+}
