@@ -1,0 +1,409 @@
+//! Queue metadata (issue #3): per-recipient state, leases, retries.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::message;
+use mailtls_core::SmtpStatus;
+use mailtls_store::{Queue, RecipientOutcome, RecipientState, StoreError};
+
+fn deferred(until: i64) -> RecipientOutcome {
+    RecipientOutcome::Deferred {
+        status: SmtpStatus::TLS_REQUIRED_TEMP,
+        reason: "mx.example.net did TLS before and offers no STARTTLS now".into(),
+        next_attempt_at: until,
+    }
+}
+
+fn delivered() -> RecipientOutcome {
+    RecipientOutcome::Delivered {
+        detail: "250 2.0.0 ok (TLSv1.3, DANE)".into(),
+    }
+}
+
+fn failed() -> RecipientOutcome {
+    RecipientOutcome::Failed {
+        status: SmtpStatus::NULL_MX,
+        reason: "null MX".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_enqueued_message_is_due_at_once_with_every_recipient_pending() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    let mut m = message(
+        "m1",
+        &["b@example.net", "c@example.com", "b@example.net"],
+        100,
+    );
+    m.require_tls = true;
+    s.enqueue(&m).await.expect("enqueue");
+
+    let q = s.message("m1").await.expect("message").expect("queued");
+    assert_eq!(
+        (q.id.as_str(), q.sender.as_str()),
+        ("m1", "alice@example.org")
+    );
+    assert_eq!((q.received_at, q.size, q.require_tls), (100, 1234, true));
+    let rcpts: Vec<_> = q.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(
+        rcpts,
+        ["b@example.net", "c@example.com"],
+        "RCPT order, duplicates once"
+    );
+    for r in &q.recipients {
+        assert_eq!(
+            (r.state, r.attempts, r.next_attempt_at),
+            (RecipientState::Pending, 0, 100)
+        );
+        assert_eq!(
+            (r.last_status.as_deref(), r.last_reason.as_deref()),
+            (None, None)
+        );
+    }
+    assert_eq!(q.due(100).count(), 2);
+    assert_eq!(q.due(99).count(), 0);
+    assert_eq!(s.message("nope").await.expect("message"), None);
+}
+
+#[tokio::test]
+async fn enqueue_refuses_a_taken_id_and_an_empty_envelope_without_writing() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    s.enqueue(&message("m1", &["b@example.net"], 1))
+        .await
+        .expect("enqueue");
+    assert!(matches!(
+        s.enqueue(&message("m1", &["other@example.net"], 2)).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        s.enqueue(&message("m2", &[], 2)).await,
+        Err(StoreError::InvalidMessage(_))
+    ));
+    let all = s.list().await.expect("list");
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0].recipients.len(),
+        1,
+        "the failed enqueue added nothing"
+    );
+    assert_eq!(all[0].received_at, 1);
+}
+
+// A runner owns a claimed message until its lease ends or it releases it;
+// a runner that dies leaves a lease that expires (at-least-once delivery).
+#[tokio::test]
+async fn a_claim_leases_the_message_until_release_or_expiry() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    s.enqueue(&message("m1", &["b@example.net"], 100))
+        .await
+        .expect("enqueue");
+
+    assert!(
+        s.claim_due(99, 60, 10).await.expect("claim").is_empty(),
+        "not yet due"
+    );
+    let claimed = s.claim_due(100, 60, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].recipients.len(), 1);
+    assert!(
+        s.claim_due(159, 60, 10).await.expect("claim").is_empty(),
+        "leased"
+    );
+    // The lease expired: a new runner takes over.
+    assert_eq!(s.claim_due(160, 60, 10).await.expect("claim").len(), 1);
+    s.release("m1").await.expect("release");
+    assert_eq!(
+        s.claim_due(161, 60, 10).await.expect("claim").len(),
+        1,
+        "released"
+    );
+    assert_eq!(s.reset_leases().await.expect("reset"), 1);
+    assert_eq!(s.reset_leases().await.expect("reset"), 0);
+    assert_eq!(
+        s.claim_due(162, 60, 10).await.expect("claim").len(),
+        1,
+        "after reset"
+    );
+}
+
+#[tokio::test]
+async fn claims_take_the_oldest_first_within_the_limit() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    for (id, at) in [("c", 30), ("a", 10), ("b", 20)] {
+        s.enqueue(&message(id, &["r@example.net"], at))
+            .await
+            .expect("enqueue");
+    }
+    let first: Vec<_> = s
+        .claim_due(100, 60, 2)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(first, ["a", "b"]);
+    let rest: Vec<_> = s
+        .claim_due(100, 60, 2)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(rest, ["c"]);
+    assert!(s.claim_due(100, 60, 0).await.expect("claim").is_empty());
+}
+
+#[tokio::test]
+async fn outcomes_count_attempts_and_only_pending_recipients_are_due() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    s.enqueue(&message(
+        "m1",
+        &["ok@example.net", "later@example.net", "bad@example.com"],
+        100,
+    ))
+    .await
+    .expect("enqueue");
+    let m = &s.claim_due(100, 60, 10).await.expect("claim")[0];
+    assert_eq!(m.due(100).count(), 3);
+    s.record_outcome("m1", "ok@example.net", &delivered(), 101)
+        .await
+        .expect("outcome");
+    s.record_outcome("m1", "later@example.net", &deferred(500), 101)
+        .await
+        .expect("outcome");
+    s.record_outcome("m1", "bad@example.com", &failed(), 101)
+        .await
+        .expect("outcome");
+    s.release("m1").await.expect("release");
+
+    let m = s.message("m1").await.expect("message").expect("queued");
+    let [ok, later, bad] = &m.recipients[..] else {
+        panic!("3 recipients")
+    };
+    assert_eq!((ok.state, ok.attempts), (RecipientState::Delivered, 1));
+    assert_eq!(
+        ok.last_reason.as_deref(),
+        Some("250 2.0.0 ok (TLSv1.3, DANE)")
+    );
+    assert_eq!(
+        (later.state, later.attempts, later.next_attempt_at),
+        (RecipientState::Pending, 1, 500)
+    );
+    assert_eq!(later.last_status.as_deref(), Some("451 4.7.4"));
+    assert!(
+        later
+            .last_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("did TLS before"))
+    );
+    assert_eq!((bad.state, bad.attempts), (RecipientState::Failed, 1));
+    assert_eq!(bad.last_status.as_deref(), Some("550 5.1.10"));
+
+    // Only the deferred one keeps the message in play, from its time on.
+    assert!(s.claim_due(499, 60, 10).await.expect("claim").is_empty());
+    let again = s.claim_due(500, 60, 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].recipients.len(), 3, "all recipients come back");
+    let due: Vec<_> = again[0].due(500).map(|r| r.address.as_str()).collect();
+    assert_eq!(due, ["later@example.net"]);
+
+    // Final is final: a late outcome changes nothing.
+    s.record_outcome("m1", "ok@example.net", &failed(), 502)
+        .await
+        .expect("ignored");
+    let m = s.message("m1").await.expect("message").expect("queued");
+    assert_eq!(
+        (m.recipients[0].state, m.recipients[0].attempts),
+        (RecipientState::Delivered, 1)
+    );
+
+    s.record_outcome("m1", "later@example.net", &delivered(), 503)
+        .await
+        .expect("outcome");
+    s.release("m1").await.expect("release");
+    // All final: history, never claimed again.
+    assert!(s.claim_due(10_000, 60, 10).await.expect("claim").is_empty());
+    assert_eq!(s.list().await.expect("list").len(), 1);
+    let m = s.message("m1").await.expect("message").expect("queued");
+    assert_eq!(m.recipients[1].attempts, 2);
+
+    assert!(matches!(
+        s.record_outcome("m1", "stranger@example.net", &delivered(), 504)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.record_outcome("nope", "ok@example.net", &delivered(), 504)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn retry_now_makes_deferred_recipients_due() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    s.enqueue(&message("m1", &["a@example.net", "b@example.net"], 100))
+        .await
+        .expect("enqueue");
+    s.claim_due(100, 60, 10).await.expect("claim");
+    s.record_outcome("m1", "a@example.net", &delivered(), 101)
+        .await
+        .expect("outcome");
+    s.record_outcome("m1", "b@example.net", &deferred(10_000), 101)
+        .await
+        .expect("outcome");
+    s.release("m1").await.expect("release");
+    assert!(s.claim_due(200, 60, 10).await.expect("claim").is_empty());
+
+    assert!(s.retry_now("m1").await.expect("retry"));
+    let m = s.message("m1").await.expect("message").expect("queued");
+    assert_eq!(
+        m.recipients[0].next_attempt_at, 100,
+        "final recipients untouched"
+    );
+    assert_eq!(m.recipients[1].next_attempt_at, 0);
+    assert_eq!(s.claim_due(200, 60, 10).await.expect("claim").len(), 1);
+    assert!(!s.retry_now("nope").await.expect("retry"));
+}
+
+#[tokio::test]
+async fn delete_removes_the_message_and_its_recipients() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    s.enqueue(&message("m1", &["a@example.net", "b@example.net"], 100))
+        .await
+        .expect("enqueue");
+    s.enqueue(&message("m2", &["a@example.net"], 101))
+        .await
+        .expect("enqueue");
+    assert!(s.delete("m1").await.expect("delete"));
+    assert!(!s.delete("m1").await.expect("delete"));
+    assert_eq!(s.message("m1").await.expect("message"), None);
+    let ids: Vec<_> = s
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["m2"]);
+    // No recipient row was left behind: the id can be queued afresh.
+    s.enqueue(&message("m1", &["a@example.net"], 102))
+        .await
+        .expect("enqueue again");
+    let m = s.message("m1").await.expect("message").expect("queued");
+    assert_eq!(m.recipients.len(), 1);
+}
+
+#[tokio::test]
+async fn list_returns_every_message_with_its_own_recipients_oldest_first() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    s.enqueue(&message("late", &["x@example.net"], 200))
+        .await
+        .expect("enqueue");
+    s.enqueue(&message("early", &["y@example.net", "z@example.net"], 100))
+        .await
+        .expect("enqueue");
+    let all = s.list().await.expect("list");
+    let shape: Vec<_> = all
+        .iter()
+        .map(|m| {
+            (
+                m.id.as_str(),
+                m.recipients
+                    .iter()
+                    .map(|r| r.address.as_str())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("early", vec!["y@example.net", "z@example.net"]),
+            ("late", vec!["x@example.net"])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn prune_finished_drops_only_old_history() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    s.enqueue(&message("done", &["a@example.net"], 100))
+        .await
+        .expect("enqueue");
+    s.enqueue(&message("done-recent", &["a@example.net"], 300))
+        .await
+        .expect("enqueue");
+    s.enqueue(&message("pending", &["a@example.net"], 100))
+        .await
+        .expect("enqueue");
+    s.record_outcome("done", "a@example.net", &delivered(), 150)
+        .await
+        .expect("outcome");
+    s.record_outcome("done-recent", "a@example.net", &failed(), 350)
+        .await
+        .expect("outcome");
+    assert_eq!(s.prune_finished(200).await.expect("prune"), 1);
+    let ids: HashSet<_> = s
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids,
+        HashSet::from(["done-recent".to_owned(), "pending".to_owned()])
+    );
+}
+
+// Several runners (here on two independent pools, as two processes) claim
+// at once: each message goes to exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_hand_each_message_to_one_runner() {
+    let t = common::fresh().await;
+    const MESSAGES: usize = 40;
+    for i in 0..MESSAGES {
+        t.store
+            .enqueue(&message(&format!("m{i:02}"), &["r@example.net"], 100))
+            .await
+            .expect("enqueue");
+    }
+    let other = t.other().await;
+    let mut runners = Vec::new();
+    for r in 0..8 {
+        let store = if r % 2 == 0 {
+            t.store.clone()
+        } else {
+            other.clone()
+        };
+        runners.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due(100, 600, 3).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for runner in runners {
+        all.extend(runner.await.expect("runner"));
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), MESSAGES, "no message claimed twice");
+    assert_eq!(unique.len(), MESSAGES, "every message claimed");
+}
