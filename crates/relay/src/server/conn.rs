@@ -148,11 +148,7 @@ where
             }
         }
         input.drain(..used);
-        if !output.is_empty() {
-            io.write_all(&output).await?;
-            io.flush().await?;
-            output.clear();
-        }
+        flush(&mut io, &mut output, shared.idle_timeout).await?;
         if !session.wants_input() {
             return Ok(Ended::Closed);
         }
@@ -210,20 +206,21 @@ where
         match action {
             Action::Reply(reply) => reply.write_to(output),
             Action::Pause(delay) => {
-                flush(io, output).await?;
+                flush(io, output, shared.idle_timeout).await?;
                 tokio::time::sleep(delay).await;
             }
             Action::StartTls => {
-                flush(io, output).await?;
+                flush(io, output, shared.idle_timeout).await?;
                 return Ok(Some(Handover::StartTls));
             }
             Action::Close => {
-                flush(io, output).await?;
-                let _ = io.shutdown().await;
+                flush(io, output, shared.idle_timeout).await?;
+                // Best effort (a TLS close_notify): the client may be gone.
+                let _ = tokio::time::timeout(shared.idle_timeout, io.shutdown()).await;
                 return Ok(Some(Handover::Closed));
             }
             Action::VerifyPassword { user, password } => {
-                flush(io, output).await?;
+                flush(io, output, shared.idle_timeout).await?;
                 let result = shared.store.verify_password(&user, &password.0).await;
                 match &result {
                     Ok(true) => info!(%user, "submission AUTH succeeded"),
@@ -233,7 +230,7 @@ where
                 session.auth_checked(result, &mut more);
             }
             Action::Enqueue(message) => {
-                flush(io, output).await?;
+                flush(io, output, shared.idle_timeout).await?;
                 let result = accept_message(shared, *message).await;
                 woken |= result.is_ok();
                 session.queued(result, &mut more);
@@ -246,18 +243,30 @@ where
     }
     if woken {
         // After the 250 is on its way: the queue runner may start at once.
-        flush(io, output).await?;
+        flush(io, output, shared.idle_timeout).await?;
         shared.wake.notify_one();
     }
     Ok(None)
 }
 
-async fn flush<IO: AsyncWrite + Unpin>(io: &mut IO, output: &mut Vec<u8>) -> std::io::Result<()> {
-    if !output.is_empty() {
-        io.write_all(output).await?;
-        io.flush().await?;
-        output.clear();
+/// Writes the buffered replies. A client that does not read them within the
+/// idle timeout is gone: the session ends rather than hold a connection slot.
+async fn flush<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    output: &mut Vec<u8>,
+    limit: Duration,
+) -> std::io::Result<()> {
+    if output.is_empty() {
+        return Ok(());
     }
+    let write = async {
+        io.write_all(output).await?;
+        io.flush().await
+    };
+    tokio::time::timeout(limit, write).await.map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read replies")
+    })??;
+    output.clear();
     Ok(())
 }
 
