@@ -69,7 +69,8 @@ pub trait Queue {
     fn retry_now(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
 
     /// Removes the message and its recipients (the caller removes the body).
-    /// Whether it existed.
+    /// Whether it existed. A runner still holding it gets
+    /// [`StoreError::NotFound`] for its outcomes.
     fn delete(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
 
     /// Frees every lease; how many there were. Only for a single node, at

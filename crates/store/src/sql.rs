@@ -7,10 +7,12 @@
 //! from `crates/store/migrations/`, embedded at compile time.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::Semaphore;
 
 use crate::error::{Result, StoreError};
 
@@ -27,6 +29,9 @@ const MAX_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) pool: SqlitePool,
+    /// Password hashes computed at once: each takes ~19 MiB and a core, so
+    /// a burst of AUTH attempts queues here instead of exhausting memory.
+    pub(crate) hash_slots: Arc<Semaphore>,
 }
 
 impl SqlStore {
@@ -52,7 +57,11 @@ impl SqlStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(SqlStore { pool })
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(SqlStore {
+            pool,
+            hash_slots: Arc::new(Semaphore::new(cores.max(2))),
+        })
     }
 
     /// Opens a store by URL: `sqlite:PATH` (also `sqlite://PATH`).
@@ -63,12 +72,11 @@ impl SqlStore {
         };
         // `sqlite://relative` and `sqlite:///absolute` are common spellings.
         let path = rest.strip_prefix("//").unwrap_or(rest);
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        if path.is_empty() || path == ":memory:" {
+        // No query parameters (`?mode=…`): the store sets its own options
+        // (WAL, synchronous = FULL …), which durability depends on.
+        if path.is_empty() || path == ":memory:" || path.contains('?') {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         }
-        // Query parameters are ignored: the store sets its own options
-        // (WAL, synchronous = FULL …), which durability depends on.
         SqlStore::open_sqlite(Path::new(path)).await
     }
 

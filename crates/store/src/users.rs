@@ -62,7 +62,7 @@ impl Users for SqlStore {
             return Err(StoreError::PasswordTooLong);
         }
         let password = password.to_owned();
-        let hash = blocking(move || hash_password(&password)).await??;
+        let hash = self.blocking(move || hash_password(&password)).await??;
         let inserted = sqlx::query(
             "INSERT INTO users (address, password_hash, created_at) VALUES ($1, $2, $3)",
         )
@@ -94,7 +94,7 @@ impl Users for SqlStore {
             Err(_) => None,
         };
         let password = password.to_owned();
-        blocking(move || match stored {
+        self.blocking(move || match stored {
             Some(hash) => check_password(&password, &hash),
             None => {
                 // Same work as for a real account, result thrown away.
@@ -140,10 +140,22 @@ fn check_password(password: &str, phc: &str) -> Result<bool> {
 /// them equal to `argon2::Params::default()`, so both paths cost the same).
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zQTvh0MWdZAzdn1vT90dyw$taC3f/Tx6KVOxvBQ3IlJg3ySRr6wM1NtMOhnbHu2w7A";
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))
+impl SqlStore {
+    /// Runs a password hash or verification on the blocking pool, at most
+    /// as many at once as there are hash slots.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let _slot = self
+            .hash_slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))
+    }
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -144,6 +144,7 @@ async fn urls_name_sqlite_files_and_other_schemes_are_refused_clearly() {
         "sqlite::memory:",
         "sqlite:",
         "/var/lib/mailtls.db",
+        "sqlite:/var/lib/mailtls.db?mode=ro",
     ] {
         assert!(
             matches!(

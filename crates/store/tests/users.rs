@@ -127,3 +127,30 @@ async fn errors_are_temporary_for_an_smtp_peer_and_print_on_one_line() {
     let e = StoreError::AlreadyExists("alice@example.org".into());
     assert!(!e.to_string().contains('\n'));
 }
+
+// A burst of logins queues for the hash slots and every answer is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_concurrent_logins_gets_the_right_answers() {
+    let t = common::fresh().await;
+    t.store
+        .add_user("alice@example.org", "pw")
+        .await
+        .expect("add");
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let s = t.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (user, password, expected) = match i % 3 {
+                0 => ("alice@example.org", "pw", true),
+                1 => ("alice@example.org", "wrong", false),
+                _ => ("mallory@example.org", "pw", false),
+            };
+            let got = s.verify_password(user, password).await.expect("verify");
+            (got, expected)
+        }));
+    }
+    for task in tasks {
+        let (got, expected) = task.await.expect("task");
+        assert_eq!(got, expected);
+    }
+}
