@@ -169,14 +169,13 @@ impl Session {
         Reply::plain(220, vec![format!("{} ESMTP mailtls", self.config.hostname)])
     }
 
-    /// The longest line (CRLF included) the session takes now.
+    /// The longest line (CRLF included) to frame now. Command lines are
+    /// framed up to the AUTH limit, and all but AUTH are then held to
+    /// [`COMMAND_LINE_LIMIT`] by the session.
     pub fn line_limit(&self) -> usize {
         match self.state {
             State::Data(_) => TEXT_LINE_LIMIT,
-            State::AuthPlain | State::AuthLoginUser | State::AuthLoginPassword { .. } => {
-                AUTH_LINE_LIMIT
-            }
-            _ => COMMAND_LINE_LIMIT,
+            _ => AUTH_LINE_LIMIT,
         }
     }
 
@@ -206,6 +205,15 @@ impl Session {
                     Frame::TooLong { .. } => self.refuse(Refusal::LineTooLong, out),
                     Frame::Line { crlf: false, .. } | Frame::Line { bare_cr: true, .. } => {
                         self.refuse(Refusal::BareLineEnding, out)
+                    }
+                    // RFC 4954 §4: only AUTH may exceed 512 octets.
+                    Frame::Line { text, .. }
+                        if text.len() + 2 > COMMAND_LINE_LIMIT
+                            && !text
+                                .get(..5)
+                                .is_some_and(|v| v.eq_ignore_ascii_case(b"AUTH ")) =>
+                    {
+                        self.refuse(Refusal::LineTooLong, out)
                     }
                     Frame::Line { text, .. } => match parse_command(text) {
                         Ok(command) => self.on_command(command, out),
@@ -893,6 +901,32 @@ mod tests {
         input.extend_from_slice(&[b'x'; 1200]);
         input.extend_from_slice(b"\r\n.\r\n");
         assert_eq!(codes(&feed(&mut s, &input)), [250, 250, 354, 500]);
+    }
+
+    /// RFC 4954 §4: an AUTH line may be longer than 512 octets.
+    #[test]
+    fn long_auth_lines_are_allowed_other_long_commands_are_not() {
+        let password = "p".repeat(1000);
+        let token = encode_base64(format!("\0alice\0{password}").as_bytes());
+        let mut s = session(false, true);
+        let out = feed(
+            &mut s,
+            format!("EHLO c\r\nAUTH PLAIN {token}\r\n").as_bytes(),
+        );
+        assert!(
+            matches!(out.last(), Some(Action::VerifyPassword { password: p, .. }) if p.0 == password)
+        );
+        let mut s = session(false, true);
+        let out = feed(
+            &mut s,
+            format!("NOOP {}\r\nNOOP {}\r\n", "x".repeat(505), "x".repeat(506)).as_bytes(),
+        );
+        assert_eq!(codes(&out), [250, 500]);
+        let out = feed(
+            &mut s,
+            format!("AUTH PLAIN {}\r\n", "x".repeat(13_000)).as_bytes(),
+        );
+        assert_eq!(replies(&out), ["500 5.5.6 line too long"]);
     }
 
     #[test]
