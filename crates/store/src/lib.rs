@@ -11,6 +11,16 @@
 //! [`TlsMemory`] and [`Queue`] traits, implemented by [`SqlStore`]; the
 //! contract is in `docs/relay-interfaces.md`.
 //!
+//! ## Towards PostgreSQL (issue #6)
+//!
+//! What stays SQLite-specific is small and in known places:
+//! `SqlStore::write_tx` relies on `BEGIN IMMEDIATE` (one writer at a time);
+//! on PostgreSQL the ratchet needs the row locked (`INSERT … ON CONFLICT DO
+//! NOTHING`, then `SELECT … FOR UPDATE`) and claiming needs `FOR UPDATE SKIP
+//! LOCKED`. Alert and audit ids are `MAX(id) + 1` inside the write
+//! transaction, which PostgreSQL's concurrent writers must retry on a
+//! unique violation. Row decoding uses `SqliteRow`.
+//!
 //! * [`sql`] — opening the database, durability settings, migrations.
 //! * [`users`] — accounts, argon2id password hashes.
 //! * [`memory`] — the TLS memory, applying `mailtls_core::memory::remember`.
