@@ -11,7 +11,9 @@ use mailtls_relay::RelayConfig;
 use mailtls_relay::config::{Network, TlsIdentity};
 use mailtls_relay::server::{Listeners, RunningListeners};
 use mailtls_relay::spool::Spool;
-use mailtls_store::{Queue, SqlStore, Users};
+use mailtls_store::{
+    NewMessage, Queue, QueuedMessage, RecipientOutcome, SqlStore, StoreError, Users,
+};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -37,6 +39,12 @@ struct World {
 
 impl World {
     async fn start(tweak: impl FnOnce(&mut RelayConfig)) -> World {
+        World::start_with(tweak, false).await
+    }
+
+    /// With `broken_queue`, every enqueue fails (a full disk, a lost
+    /// database).
+    async fn start_with(tweak: impl FnOnce(&mut RelayConfig), broken_queue: bool) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqlStore::open_sqlite(&dir.path().join("mailtls.sqlite"))
             .await
@@ -67,14 +75,19 @@ impl World {
         let spool = Spool::open(dir.path()).expect("spool");
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
-        let running = Listeners::start(
-            &config,
-            store.clone(),
-            spool,
-            wake.clone(),
-            shutdown.clone(),
-        )
-        .await
+        let running = if broken_queue {
+            let broken = BrokenQueue(store.clone());
+            Listeners::start(&config, broken, spool, wake.clone(), shutdown.clone()).await
+        } else {
+            Listeners::start(
+                &config,
+                store.clone(),
+                spool,
+                wake.clone(),
+                shutdown.clone(),
+            )
+            .await
+        }
         .expect("listeners");
         World {
             dir,
@@ -154,6 +167,63 @@ fn files_in(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The real store, except that queueing always fails.
+#[derive(Clone)]
+struct BrokenQueue(SqlStore);
+
+impl Users for BrokenQueue {
+    async fn add_user(&self, address: &str, password: &str) -> mailtls_store::Result<()> {
+        self.0.add_user(address, password).await
+    }
+    async fn verify_password(&self, address: &str, password: &str) -> mailtls_store::Result<bool> {
+        self.0.verify_password(address, password).await
+    }
+    async fn user_exists(&self, address: &str) -> mailtls_store::Result<bool> {
+        self.0.user_exists(address).await
+    }
+}
+
+impl Queue for BrokenQueue {
+    async fn enqueue(&self, _msg: &NewMessage) -> mailtls_store::Result<()> {
+        Err(StoreError::Task("the test broke the queue".into()))
+    }
+    async fn claim_due(
+        &self,
+        now: i64,
+        lease_secs: i64,
+        limit: usize,
+    ) -> mailtls_store::Result<Vec<QueuedMessage>> {
+        self.0.claim_due(now, lease_secs, limit).await
+    }
+    async fn record_outcome(
+        &self,
+        id: &str,
+        recipient: &str,
+        outcome: &RecipientOutcome,
+        now: i64,
+    ) -> mailtls_store::Result<()> {
+        self.0.record_outcome(id, recipient, outcome, now).await
+    }
+    async fn release(&self, id: &str) -> mailtls_store::Result<()> {
+        self.0.release(id).await
+    }
+    async fn list(&self) -> mailtls_store::Result<Vec<QueuedMessage>> {
+        self.0.list().await
+    }
+    async fn message(&self, id: &str) -> mailtls_store::Result<Option<QueuedMessage>> {
+        self.0.message(id).await
+    }
+    async fn retry_now(&self, id: &str) -> mailtls_store::Result<bool> {
+        self.0.retry_now(id).await
+    }
+    async fn delete(&self, id: &str) -> mailtls_store::Result<bool> {
+        self.0.delete(id).await
+    }
+    async fn reset_leases(&self) -> mailtls_store::Result<u64> {
+        self.0.reset_leases().await
+    }
 }
 
 /// A CA and a leaf for `localhost` signed by it, made for this test run.
@@ -351,6 +421,27 @@ async fn authenticated_submission_over_starttls_is_spooled_and_queued_with_the_t
         "{spooled}"
     );
     assert_eq!(queued.size, spooled.len() as u64);
+    world.stop().await;
+}
+
+/// A `250` is a promise: when the queue cannot take the message, the
+/// client hears `451 4.3.0`, and no spool file stays behind.
+#[tokio::test]
+async fn a_queue_failure_is_451_and_leaves_nothing() {
+    let world = World::start_with(|_| {}, true).await;
+    let mut client = world.connect_starttls().await;
+    assert_eq!(
+        client.auth_plain().await,
+        "235 2.7.0 Authentication successful"
+    );
+    assert_eq!(
+        client.submit(USER, "bob@example.net", BODY).await,
+        "451 4.3.0 local error in processing; message not queued"
+    );
+    assert!(world.spool_files().is_empty(), "{:?}", world.spool_files());
+    assert!(files_in(&world.dir.path().join("spool/tmp")).is_empty());
+    // The session goes on.
+    assert_eq!(client.cmd("NOOP").await, "250 2.0.0 Ok");
     world.stop().await;
 }
 
