@@ -115,6 +115,10 @@ pub struct MailOptions {
     /// Recipients refused at RCPT, with the reply line to send
     /// (e.g. `550 5.1.1 no such user`).
     pub rejections: Vec<(String, String)>,
+    /// Offers STARTTLS, answers it `220`, then sends bytes that are not TLS
+    /// and hangs up: a broken TLS stack. Mail is still taken in plaintext
+    /// (RFC 7435: the client may come back without STARTTLS).
+    pub broken_tls: bool,
 }
 
 /// A message a [`Behaviour::AcceptMail`] server accepted.
@@ -155,12 +159,22 @@ impl Behaviour {
         Behaviour::AcceptMail(MailOptions {
             tls: Some((credential.chain.clone(), credential.key.clone())),
             rejections: Vec::new(),
+            broken_tls: false,
         })
     }
 
     /// [`Behaviour::AcceptMail`] without STARTTLS.
     pub fn accept_mail_plaintext() -> Behaviour {
         Behaviour::AcceptMail(MailOptions::default())
+    }
+
+    /// [`Behaviour::AcceptMail`] whose STARTTLS is broken
+    /// ([`MailOptions::broken_tls`]).
+    pub fn accept_mail_with_broken_tls() -> Behaviour {
+        Behaviour::AcceptMail(MailOptions {
+            broken_tls: true,
+            ..MailOptions::default()
+        })
     }
 
     /// For [`Behaviour::AcceptMail`]: refuse `recipient` at RCPT with
@@ -193,6 +207,10 @@ impl Behaviour {
                 | Behaviour::CloseAfterHandshake { .. }
                 | Behaviour::StallAfterStarttls
                 | Behaviour::AcceptMail(MailOptions { tls: Some(_), .. })
+                | Behaviour::AcceptMail(MailOptions {
+                    broken_tls: true,
+                    ..
+                })
         )
     }
 }
@@ -491,6 +509,13 @@ async fn session(tcp: TcpStream, ctx: Arc<Ctx>) {
     };
     if matches!(ctx.behaviour, Behaviour::StallAfterStarttls) {
         std::future::pending::<()>().await;
+    }
+    if let Behaviour::AcceptMail(MailOptions {
+        broken_tls: true, ..
+    }) = ctx.behaviour
+    {
+        let _ = plain.send(b"this is not TLS\r\n").await;
+        return;
     }
     // What the client sent after STARTTLS, before the handshake, is
     // discarded here too (CVE-2011-0411, server side).

@@ -397,7 +397,7 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
         let (session, tls_outcome) = if try_tls {
             self.starttls(client, extensions, host, requirement).await
         } else {
-            (Session::Plain(client, extensions), Outcome0::NoStarttls)
+            (Session::Plain(client, extensions), TlsExchange::NoStarttls)
         };
         let outcome = tls_outcome.as_policy(&session);
         let decision = policy::decide(requirement, outcome);
@@ -541,21 +541,21 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
         extensions: Extensions,
         host: &str,
         requirement: &Requirement,
-    ) -> (Session, Outcome0) {
+    ) -> (Session, TlsExchange) {
         if !extensions.starttls() {
-            return (Session::Plain(client, extensions), Outcome0::NoStarttls);
+            return (Session::Plain(client, extensions), TlsExchange::NoStarttls);
         }
         let (stream, timeouts) = match client.starttls().await {
             Err(e) => {
                 return (
                     Session::Broken,
-                    Outcome0::HandshakeFailed(format!("STARTTLS: {e}")),
+                    TlsExchange::HandshakeFailed(format!("STARTTLS: {e}")),
                 );
             }
             Ok(Starttls::Refused { reply, client }) => {
                 return (
                     Session::Plain(client, extensions),
-                    Outcome0::StarttlsRefused(reply.to_string()),
+                    TlsExchange::StarttlsRefused(reply.to_string()),
                 );
             }
             Ok(Starttls::Ready {
@@ -590,17 +590,18 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
             .unwrap_or_else(|| host.to_owned());
         let params = HandshakeParams { server_name, dane };
         let handshake = self.tls.handshake(stream, &params);
-        let (tls_stream, facts) =
-            match tokio::time::timeout(self.settings.step_limit, handshake).await {
-                Err(_elapsed) => {
-                    return (
-                        Session::Broken,
-                        Outcome0::HandshakeFailed("TLS handshake timed out".into()),
-                    );
-                }
-                Ok(Err(e)) => return (Session::Broken, Outcome0::HandshakeFailed(e.to_string())),
-                Ok(Ok(done)) => done,
-            };
+        let (tls_stream, facts) = match tokio::time::timeout(self.settings.step_limit, handshake)
+            .await
+        {
+            Err(_elapsed) => {
+                return (
+                    Session::Broken,
+                    TlsExchange::HandshakeFailed("TLS handshake timed out".into()),
+                );
+            }
+            Ok(Err(e)) => return (Session::Broken, TlsExchange::HandshakeFailed(e.to_string())),
+            Ok(Ok(done)) => done,
+        };
         let mut client = SmtpClient::new(tls_stream, timeouts);
         // RFC 3207 §4.2: forget what was learned before TLS; EHLO again. No
         // answer means the session does not work (TLS 1.3 servers may reject
@@ -611,15 +612,15 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
         {
             Ok(reply) if reply.code() == ReplyCode::OK => {
                 let extensions = Extensions::from_reply(&reply);
-                (Session::Tls(client, extensions, facts), Outcome0::Tls)
+                (Session::Tls(client, extensions, facts), TlsExchange::Tls)
             }
             Ok(reply) => (
                 Session::Broken,
-                Outcome0::HandshakeFailed(format!("EHLO inside TLS refused: {reply}")),
+                TlsExchange::HandshakeFailed(format!("EHLO inside TLS refused: {reply}")),
             ),
             Err(e) => (
                 Session::Broken,
-                Outcome0::HandshakeFailed(format!(
+                TlsExchange::HandshakeFailed(format!(
                     "TLS handshake completed ({}, {}) but EHLO inside TLS failed: {e}",
                     facts.version, facts.cipher
                 )),
@@ -737,31 +738,31 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
 
 /// What the STARTTLS exchange gave, owning its text (the policy's
 /// [`TlsOutcome`] borrows).
-enum Outcome0 {
+enum TlsExchange {
     NoStarttls,
     StarttlsRefused(String),
     HandshakeFailed(String),
     Tls,
 }
 
-impl Outcome0 {
+impl TlsExchange {
     fn as_policy<'a>(&'a self, session: &'a Session) -> TlsOutcome<'a> {
         match (self, session) {
-            (Outcome0::Tls, Session::Tls(_, _, facts)) => TlsOutcome::Tls(facts),
-            (Outcome0::NoStarttls, _) => TlsOutcome::NoStarttls,
-            (Outcome0::StarttlsRefused(reply), _) => TlsOutcome::StarttlsRefused(reply),
-            (Outcome0::HandshakeFailed(error), _) => TlsOutcome::HandshakeFailed(error),
+            (TlsExchange::Tls, Session::Tls(_, _, facts)) => TlsOutcome::Tls(facts),
+            (TlsExchange::NoStarttls, _) => TlsOutcome::NoStarttls,
+            (TlsExchange::StarttlsRefused(reply), _) => TlsOutcome::StarttlsRefused(reply),
+            (TlsExchange::HandshakeFailed(error), _) => TlsOutcome::HandshakeFailed(error),
             // Invariant: `Tls` is only paired with `Session::Tls`.
-            (Outcome0::Tls, _) => TlsOutcome::HandshakeFailed("no TLS session"),
+            (TlsExchange::Tls, _) => TlsOutcome::HandshakeFailed("no TLS session"),
         }
     }
 
     fn text(&self) -> String {
         match self {
-            Outcome0::NoStarttls => "STARTTLS not offered".into(),
-            Outcome0::StarttlsRefused(reply) => format!("STARTTLS refused: {reply}"),
-            Outcome0::HandshakeFailed(error) => error.clone(),
-            Outcome0::Tls => "TLS".into(),
+            TlsExchange::NoStarttls => "STARTTLS not offered".into(),
+            TlsExchange::StarttlsRefused(reply) => format!("STARTTLS refused: {reply}"),
+            TlsExchange::HandshakeFailed(error) => error.clone(),
+            TlsExchange::Tls => "TLS".into(),
         }
     }
 }

@@ -27,11 +27,13 @@ use mailtls_e2e::smtp_world::{
 };
 use mailtls_relay::RelayConfig;
 use mailtls_relay::config::TlsIdentity;
-use mailtls_relay::queue::{PassReport, Runner};
+use mailtls_relay::queue::{PassReport, QueueRunner, Runner};
 use mailtls_relay::spool::Spool;
 use mailtls_store::{NewMessage, Queue, QueuedMessage, RecipientState, SqlStore, TlsMemory};
 use mailtls_tls::TlsClient;
 use tempfile::TempDir;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -41,6 +43,8 @@ const LIFETIME: u64 = 86_400;
 
 /// A relay without listeners: store, spool, runner.
 struct Relay {
+    config: Arc<RelayConfig>,
+    resolver: MailResolver,
     store: SqlStore,
     spool: Spool,
     runner: Runner<SqlStore>,
@@ -107,14 +111,17 @@ impl Relay {
         let store = SqlStore::open_sqlite(&dir.path().join("mailtls.db")).await?;
         let spool = Spool::open(dir.path())?;
         let resolver = MailResolver::new(&config.dns)?;
+        let config = Arc::new(config);
         let runner = Runner::new(
-            Arc::new(config),
+            Arc::clone(&config),
             store.clone(),
             spool.clone(),
-            resolver,
+            resolver.clone(),
             TlsClient::new()?,
         );
         Ok(Relay {
+            config,
+            resolver,
             store,
             spool,
             runner,
@@ -409,6 +416,37 @@ async fn server_without_tls_gets_plaintext_and_it_is_recorded() -> TestResult {
     Ok(())
 }
 
+// RFC 7435 §3: after a failed handshake on a host never seen with TLS, a new
+// connection without STARTTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_opportunistic_handshake_retries_in_plaintext_on_a_new_connection() -> TestResult {
+    let server = start(Behaviour::accept_mail_with_broken_tls())?;
+    let mut dns = DnsWorld::new();
+    signed_domain(&mut dns, "broken-tls.example", server.ip());
+    let relay = Relay::start(dns).await?;
+
+    relay.submit(&["mia@broken-tls.example"], now()).await?;
+    assert_eq!(relay.pass(now()).await?.delivered, 1);
+    assert_eq!(server.connections(), 2, "STARTTLS, then plaintext");
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert!(!received[0].tls);
+    let entry = relay
+        .store
+        .entry(&MemoryKey::host("mx.broken-tls.example"))
+        .await?
+        .ok_or("recorded")?;
+    assert_eq!(entry.best_level, TlsLevel::None);
+    assert!(
+        entry
+            .last_failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with("TLS handshake failed")),
+        "{entry:?}"
+    );
+    Ok(())
+}
+
 // --- RFC 7505, RFC 5321 §5.1: where mail cannot go --------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,5 +626,42 @@ async fn per_recipient_replies_deliver_defer_and_bounce_separately() -> TestResu
         !text.contains("Final-Recipient: rfc822; full@mixed.example"),
         "a deferral is not bounced"
     );
+    Ok(())
+}
+
+// --- the runner as `mailtls serve` runs it ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_queue_delivers_when_woken_and_stops_on_shutdown() -> TestResult {
+    let server = start(Behaviour::accept_mail_plaintext())?;
+    let mut dns = DnsWorld::new();
+    signed_domain(&mut dns, "woken.example", server.ip());
+    let relay = Relay::start(dns).await?;
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let handle = QueueRunner::start(
+        Arc::clone(&relay.config),
+        relay.store.clone(),
+        relay.spool.clone(),
+        relay.resolver.clone(),
+        TlsClient::new()?,
+        Arc::clone(&wake),
+        shutdown.clone(),
+    );
+    // Let the first (empty) pass run, so that only the wake can start the next.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.submit(&["lee@woken.example"], now()).await?;
+    wake.notify_one();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.received().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        server.received().len(),
+        1,
+        "delivered well before the idle timeout"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), handle.join()).await?;
     Ok(())
 }
