@@ -19,7 +19,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Directory of committed messages, under the data directory.
 const SPOOL_DIR: &str = "spool";
@@ -27,6 +27,9 @@ const SPOOL_DIR: &str = "spool";
 const TMP_DIR: &str = "tmp";
 /// File name suffix of committed messages.
 const SUFFIX: &str = "eml";
+/// A temporary file this old is a crash's leftover: no SMTP session lasts
+/// that long between two writes (the idle timeout is minutes).
+pub const STALE_TMP_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// The spool directory. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -36,16 +39,24 @@ pub struct Spool {
 
 impl Spool {
     /// Opens the spool under `data_dir`, creating `<data_dir>/spool` and
-    /// `spool/tmp` (mode 0700 on Unix) when missing. Leftover temporary files
-    /// of a crashed run are removed: they were never acknowledged.
+    /// `spool/tmp` (mode 0700 on Unix) when missing. Temporary files older
+    /// than [`STALE_TMP_AGE`] are left from a crash and never acknowledged:
+    /// they are removed. Younger ones may belong to a server running now
+    /// (an admin command opens the spool too) and are left alone.
     pub fn open(data_dir: &Path) -> io::Result<Spool> {
         let dir = data_dir.join(SPOOL_DIR);
         create_private_dir(&dir)?;
         let tmp = dir.join(TMP_DIR);
         create_private_dir(&tmp)?;
+        let now = SystemTime::now();
         for entry in fs::read_dir(&tmp)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
+            let meta = entry.metadata()?;
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok());
+            if meta.is_file() && age.is_some_and(|age| age > STALE_TMP_AGE) {
                 fs::remove_file(entry.path())?;
             }
         }
@@ -299,12 +310,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn open_clears_leftover_temporary_files() {
+    async fn open_clears_stale_temporary_files_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         Spool::open(dir.path()).expect("open");
-        fs::write(dir.path().join("spool/tmp/LEFTOVER"), b"x").expect("write");
+        let stale = dir.path().join("spool/tmp/STALE");
+        fs::write(&stale, b"x").expect("write");
+        let old = SystemTime::now() - STALE_TMP_AGE - Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .expect("open")
+            .set_modified(old)
+            .expect("mtime");
+        let fresh = dir.path().join("spool/tmp/FRESH");
+        fs::write(&fresh, b"x").expect("write");
         Spool::open(dir.path()).expect("reopen");
-        assert!(!dir.path().join("spool/tmp/LEFTOVER").exists());
+        assert!(!stale.exists(), "a crash's leftover is removed");
+        assert!(fresh.exists(), "a message being received now is not");
     }
 
     #[tokio::test]
