@@ -7,6 +7,11 @@
 //! posttls-finger reuses its smtp client). The verdict itself is
 //! `mailtls_core::verdict`: this crate decides nothing.
 //!
+//! The TLS memory comes first (SPEC §1): [`Checker::check_remembering`]
+//! answers from it when it knows the domain, and records every probe it
+//! makes into it (SPEC §3: the memory is "recorded from every delivery and
+//! every check probe").
+//!
 //! Limits: at most [`MAX_MX_HOSTS`] MX hosts and [`MAX_ADDRESSES_PER_HOST`]
 //! addresses per host are probed, so a hostile MX RRset cannot turn a check
 //! into a scan of someone else's network.
@@ -22,7 +27,12 @@ use mailtls_core::probe::AddressProbe;
 use mailtls_core::{Address, CheckReport, Domain, DomainFacts, HostFacts, Target};
 use mailtls_dns::{DnsConfig, MailResolver};
 use mailtls_smtp::ProbeConfig;
+use mailtls_core::memory::{MemoryKey, Observation};
+use mailtls_core::policy::probe_observation;
+use mailtls_core::{Level, TlsLevel};
+use mailtls_store::TlsMemory;
 use mailtls_tls::{DaneParams, TlsClient};
+use tracing::warn;
 
 /// MX hosts probed per domain, most preferred first (Postfix's
 /// `smtp_mx_address_limit` defaults to 5 addresses; we look wider because the
@@ -95,6 +105,28 @@ impl Checker {
     pub async fn check(&self, target: &Target) -> CheckReport {
         let facts = self.gather(target.domain()).await;
         mailtls_core::verdict(target, &facts, SystemTime::now())
+    }
+
+    /// Answers from the TLS memory and/or a live probe, as `mode` says, and
+    /// records what a probe learned. A store error is logged and the check
+    /// goes on without the memory (the check must answer; the relay, not
+    /// the check, fails closed).
+    pub async fn check_remembering<M: TlsMemory + Sync>(&self, target: &Target, memory: &M, mode: MemoryUse) -> CheckReport {
+        let key = MemoryKey::domain(target.domain().as_str());
+        if mode != MemoryUse::Bypass {
+            let entry = memory.entry(&key).await.unwrap_or_else(|e| {
+                warn!(%key, error = %e, "TLS memory unavailable; answering without it");
+                None
+            });
+            if entry.is_some() || mode == MemoryUse::Only {
+                return CheckReport::from_memory(target, entry.as_ref(), SystemTime::now());
+            }
+        }
+        let facts = self.gather(target.domain()).await;
+        let now = SystemTime::now();
+        let report = mailtls_core::verdict(target, &facts, now);
+        record(memory, &facts, &report, unix(now)).await;
+        report
     }
 
     /// Gathers DNS facts and probes every address of every MX host,
@@ -183,6 +215,55 @@ impl Checker {
         )
         .await
     }
+}
+
+/// How the check uses the TLS memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryUse {
+    /// The memory's answer if it knows the domain, else a live probe (the
+    /// default, SPEC §1).
+    First,
+    /// Only the memory: `SSL ?` for a domain never contacted nor probed.
+    Only,
+    /// Always probe live (the result is still recorded).
+    Bypass,
+}
+
+/// Records what a probe learned: each probed host, and the domain's level.
+async fn record<M: TlsMemory + Sync>(memory: &M, facts: &DomainFacts, report: &CheckReport, now: i64) {
+    let mut observations: Vec<(MemoryKey, Observation)> = Vec::new();
+    for host in &facts.hosts {
+        for probe in &host.probes {
+            if let Some(obs) = probe_observation(&probe.outcome, now) {
+                observations.push((MemoryKey::host(&host.host), obs));
+            }
+        }
+    }
+    if let Level::Known(level) = report.level {
+        let tls = report.mx.iter().find(|m| m.tls_version.is_some());
+        observations.push((
+            MemoryKey::domain(&report.domain),
+            Observation {
+                at: now,
+                level,
+                protocol: tls.and_then(|m| m.tls_version.clone()),
+                cipher: tls.and_then(|m| m.cipher.clone()),
+                cert_sha256: tls.and_then(|m| m.certificate.as_ref().map(|c| c.sha256.clone())),
+                failure: (level == TlsLevel::None).then(|| report.detail.clone()),
+            },
+        ));
+    }
+    for (key, obs) in observations {
+        match memory.record(&key, &obs).await {
+            Ok(Some(alert)) => warn!(%key, detail = %alert.detail, "TLS memory alert: a drop below the best level seen"),
+            Ok(None) => {}
+            Err(e) => warn!(%key, error = %e, "could not record the probe in the TLS memory"),
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The MX hosts to probe: null MX entries dropped (RFC 7505 §3 says a null

@@ -27,7 +27,7 @@ use crate::dane::{TlsaRecord, TlsaState};
 use crate::dns::Lookup;
 use crate::level::TlsLevel;
 use crate::memory::{MemoryEntry, Observation};
-use crate::probe::{DaneCheck, TlsFacts};
+use crate::probe::{DaneCheck, ProbeOutcome, TlsFacts};
 use crate::status::SmtpStatus;
 
 /// Why TLS is mandatory without DANE authentication.
@@ -265,6 +265,22 @@ pub fn observation(outcome: TlsOutcome<'_>, now: i64) -> Observation {
         TlsOutcome::StarttlsRefused(reply) => plain(now, format!("STARTTLS refused: {reply}")),
         TlsOutcome::HandshakeFailed(error) => plain(now, format!("TLS handshake failed: {error}")),
     }
+}
+
+/// The observation a check probe made of one address (SPEC §3: the memory
+/// is "recorded from every delivery and every check probe"); `None` when
+/// the server was not reached far enough to learn anything about TLS.
+pub fn probe_observation(outcome: &ProbeOutcome, now: i64) -> Option<Observation> {
+    let tls_outcome = match outcome {
+        ProbeOutcome::NotAllowed
+        | ProbeOutcome::ConnectFailed { .. }
+        | ProbeOutcome::SmtpFailed { .. } => return None,
+        ProbeOutcome::NoStarttls => TlsOutcome::NoStarttls,
+        ProbeOutcome::StarttlsRefused { reply } => TlsOutcome::StarttlsRefused(reply),
+        ProbeOutcome::HandshakeFailed { reason } => TlsOutcome::HandshakeFailed(reason),
+        ProbeOutcome::Tls(facts) => TlsOutcome::Tls(facts),
+    };
+    Some(observation(tls_outcome, now))
 }
 
 fn plain(at: i64, failure: String) -> Observation {
@@ -544,6 +560,29 @@ mod tests {
     }
 
     // --- SPEC §3: what is recorded ---------------------------------------------
+
+    #[test]
+    fn probes_that_reached_a_server_are_observations() {
+        assert_eq!(
+            probe_observation(&ProbeOutcome::NoStarttls, 1).map(|o| o.level),
+            Some(TlsLevel::None)
+        );
+        assert!(
+            probe_observation(
+                &ProbeOutcome::ConnectFailed {
+                    reason: "refused".into()
+                },
+                1
+            )
+            .is_none()
+        );
+        assert!(probe_observation(&ProbeOutcome::NotAllowed, 1).is_none());
+        let tls = ProbeOutcome::Tls(tls_facts(DaneCheck::NotAttempted));
+        assert_eq!(
+            probe_observation(&tls, 1).map(|o| o.level),
+            Some(TlsLevel::Tls)
+        );
+    }
 
     #[test]
     fn observations_carry_the_level_and_details() {

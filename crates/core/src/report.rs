@@ -33,6 +33,23 @@ pub struct CheckReport {
     pub mx: Vec<MxReport>,
     /// When the facts were gathered, RFC 3339.
     pub checked_at: String,
+    /// Where the answer comes from: `probe` (a live STARTTLS probe now) or
+    /// `memory` (the TLS memory, SPEC §3; `mx` is then empty).
+    #[serde(default)]
+    pub source: Source,
+}
+
+/// Where a report's answer comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A live probe of the domain's mail servers.
+    #[default]
+    Probe,
+    /// The TLS memory.
+    Memory,
+    /// Nothing was looked up (invalid input).
+    None,
 }
 
 impl CheckReport {
@@ -47,6 +64,63 @@ impl CheckReport {
             detail: error.to_string(),
             mx: Vec::new(),
             checked_at: humantime::format_rfc3339_seconds(now).to_string(),
+            source: Source::None,
+        }
+    }
+
+    /// The answer the TLS memory gives for a target (SPEC §1: "the TLS
+    /// memory first"): the best level ever seen for the domain, or `SSL ?`
+    /// when the domain was never contacted nor probed.
+    pub fn from_memory(
+        target: &crate::Target,
+        entry: Option<&crate::memory::MemoryEntry>,
+        now: std::time::SystemTime,
+    ) -> CheckReport {
+        let stamp = |t: i64| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0).unsigned_abs()),
+            )
+            .to_string()
+        };
+        let (level, detail) = match entry {
+            None => (
+                Level::Unknown,
+                "never contacted and not probed yet".to_owned(),
+            ),
+            Some(e) => {
+                let mut detail = match (e.first_tls_at, e.last_tls_at) {
+                    (Some(first), Some(last)) => format!(
+                        "from the TLS memory: TLS since {}, last {}",
+                        stamp(first),
+                        stamp(last)
+                    ),
+                    _ => format!(
+                        "from the TLS memory: no TLS seen; last contact {}",
+                        stamp(e.last_seen_at)
+                    ),
+                };
+                if let (Some(protocol), Some(cipher)) = (&e.protocol, &e.cipher) {
+                    detail.push_str(&format!(" ({protocol}, {cipher})"));
+                }
+                if e.last_level < e.best_level {
+                    detail.push_str(&format!(
+                        "; the last contact showed less ({}): see `mailtls memory alerts`",
+                        Level::Known(e.last_level).status_text()
+                    ));
+                }
+                (Level::Known(e.best_level), detail)
+            }
+        };
+        CheckReport {
+            address: target.to_string(),
+            domain: target.domain().as_str().to_owned(),
+            level,
+            status: level.status_text().to_owned(),
+            problem: None,
+            detail,
+            mx: Vec::new(),
+            checked_at: humantime::format_rfc3339_seconds(now).to_string(),
+            source: Source::Memory,
         }
     }
 
@@ -266,5 +340,65 @@ impl MxReport {
             error,
             probes: host.probes.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::memory::{MemoryKey, Observation, remember};
+    use crate::{Target, TlsLevel};
+
+    fn target() -> Target {
+        Target::parse_address_or_domain("a@example.org").expect("valid")
+    }
+
+    // SPEC §1: "If the memory has nothing, the answer is unknown".
+    #[test]
+    fn memory_without_entry_is_ssl_unknown() {
+        let r = CheckReport::from_memory(&target(), None, UNIX_EPOCH);
+        assert_eq!(
+            (r.level, r.status.as_str(), r.source),
+            (Level::Unknown, "SSL ?", Source::Memory)
+        );
+    }
+
+    #[test]
+    fn memory_answers_with_the_best_level_and_flags_a_drop() {
+        let key = MemoryKey::domain("example.org");
+        let tls = Observation {
+            at: 86_400,
+            level: TlsLevel::Tls,
+            protocol: Some("TLSv1.3".into()),
+            cipher: Some("TLS_AES_128_GCM_SHA256".into()),
+            cert_sha256: None,
+            failure: None,
+        };
+        let (e1, _) = remember(None, &key, &tls);
+        let r = CheckReport::from_memory(
+            &target(),
+            Some(&e1),
+            UNIX_EPOCH + Duration::from_secs(90_000),
+        );
+        assert_eq!(r.status, "SSL ok");
+        assert!(
+            r.detail.contains("TLS since 1970-01-02T00:00:00Z") && r.detail.contains("TLSv1.3"),
+            "{}",
+            r.detail
+        );
+        let drop = Observation {
+            at: 90_000,
+            level: TlsLevel::None,
+            protocol: None,
+            cipher: None,
+            cert_sha256: None,
+            failure: Some("no STARTTLS".into()),
+        };
+        let (e2, _) = remember(Some(&e1), &key, &drop);
+        let r = CheckReport::from_memory(&target(), Some(&e2), UNIX_EPOCH);
+        assert_eq!(r.status, "SSL ok", "the memory never downgrades by itself");
+        assert!(r.detail.contains("memory alerts"), "{}", r.detail);
     }
 }

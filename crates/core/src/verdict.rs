@@ -360,6 +360,7 @@ pub fn verdict(target: &Target, facts: &DomainFacts, now: SystemTime) -> CheckRe
             .map(|h| MxReport::from_facts(h, if facts.implicit_mx { None } else { mx_dnssec }))
             .collect(),
         checked_at: humantime::format_rfc3339_seconds(now).to_string(),
+        source: crate::report::Source::Probe,
     }
 }
 

@@ -333,6 +333,34 @@ pub struct CheckFlags {
     pub smtp_port: Option<u16>,
 }
 
+/// The data directory: the flag, else `data_dir` from the file, else
+/// `/var/lib/mailtls` for root and `$HOME/.local/share/mailtls` for others
+/// (the embedded default needs no configuration at all).
+pub fn data_dir(file: &FileConfig, flag: Option<&Path>) -> PathBuf {
+    if let Some(dir) = flag
+        .map(Path::to_path_buf)
+        .or_else(|| file.data_dir.clone())
+    {
+        return dir;
+    }
+    // Root runs a service; anyone else gets a per-user directory.
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    match std::env::var_os("HOME") {
+        Some(home) if !is_root => PathBuf::from(home).join(".local/share/mailtls"),
+        _ => PathBuf::from("/var/lib/mailtls"),
+    }
+}
+
+/// The store's location: `[store] url`, else SQLite in the data directory.
+pub fn store_url(file: &FileConfig, data_dir: &Path) -> String {
+    match file.store.url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite:{}", data_dir.join("mailtls.sqlite").display()),
+    }
+}
+
 /// DNS queries never wait longer than this, whatever the probe timeout.
 const MAX_DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// SPEC §5: `[probe] timeout_secs = 30`.

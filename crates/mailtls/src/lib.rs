@@ -11,6 +11,7 @@
 //! The binary (`src/main.rs`) only calls [`run`]; everything lives in this
 //! library so that `mailtls serve` (issue #3) reuses the configuration.
 
+pub mod admin;
 pub mod config;
 pub mod output;
 pub mod scan;
@@ -21,8 +22,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use mailtls_check::Checker;
-use mailtls_core::{CheckReport, Problem};
+use mailtls_check::{Checker, MemoryUse};
+use mailtls_core::{Address, CheckReport, Problem, Target};
+use mailtls_store::SqlStore;
 
 use crate::config::{CheckFlags, FileConfig};
 use crate::output::Colour;
@@ -41,6 +43,9 @@ struct Cli {
     /// TOML configuration file (SPEC §5); without it, built-in defaults.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Data directory (SQLite store, spool); overrides `data_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +56,15 @@ enum Command {
     Check(CheckArgs),
     /// Check every domain or address in a file (one per line), concurrently.
     Scan(scan::ScanArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Inspect and manage the TLS memory (SPEC §3).
+    #[command(subcommand)]
+    Memory(admin::MemoryCommand),
+    /// Inspect and manage the outbound queue.
+    #[command(subcommand)]
+    Queue(admin::QueueCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +75,12 @@ struct CheckArgs {
     /// Show the details per MX host.
     #[arg(long, short)]
     verbose: bool,
+    /// Answer only from the TLS memory: `SSL ?` for domains never contacted.
+    #[arg(long, conflicts_with = "probe")]
+    no_probe: bool,
+    /// Probe live even when the TLS memory knows the domain.
+    #[arg(long)]
+    probe: bool,
     #[command(flatten)]
     flags: CheckFlags,
     /// The addresses to check.
@@ -86,9 +106,40 @@ pub fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return usage_error(&format!("cannot start the async runtime: {e}")),
     };
+    let data_dir = config::data_dir(&file, cli.data_dir.as_deref());
     match cli.command {
-        Command::Check(args) => runtime.block_on(check(&file, args)),
+        Command::Check(args) => runtime.block_on(check(&file, &data_dir, args)),
         Command::Scan(args) => runtime.block_on(scan::run(&file, args)),
+        Command::User(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move { admin::user(&s, command).await })),
+        Command::Memory(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move { admin::memory(&s, command).await })),
+        Command::Queue(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move { admin::queue(&s, command).await })),
+    }
+}
+
+/// Opens the store: `[store] url`, else SQLite in the data directory.
+pub(crate) async fn open_store(
+    file: &FileConfig,
+    data_dir: &std::path::Path,
+) -> Result<SqlStore, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    SqlStore::open(&config::store_url(file, data_dir))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn with_store<F, Fut>(file: &FileConfig, data_dir: &std::path::Path, run: F) -> ExitCode
+where
+    F: FnOnce(SqlStore) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    match open_store(file, data_dir).await {
+        Ok(store) => {
+            let code = run(store.clone()).await;
+            store.close().await;
+            code
+        }
+        Err(e) => usage_error(&e),
     }
 }
 
@@ -116,16 +167,32 @@ pub(crate) fn checker(file: &FileConfig, flags: &CheckFlags) -> Result<Checker, 
     Checker::new(&config).map_err(|e| usage_error(&e))
 }
 
-async fn check(file: &FileConfig, args: CheckArgs) -> ExitCode {
+async fn check(file: &FileConfig, data_dir: &std::path::Path, args: CheckArgs) -> ExitCode {
     let checker = match checker(file, &args.flags) {
         Ok(checker) => checker,
         Err(code) => return code,
     };
+    // The memory is a help, not a precondition: without it the check still
+    // answers from live probes (and says so).
+    let store = open_store(file, data_dir)
+        .await
+        .map_err(|e| eprintln!("mailtls: warning: the TLS memory is unavailable ({e}); answering from live probes only"))
+        .ok();
+    let mode = if args.no_probe {
+        MemoryUse::Only
+    } else if args.probe {
+        MemoryUse::Bypass
+    } else {
+        MemoryUse::First
+    };
     let reports: Vec<CheckReport> = futures_util::stream::iter(&args.addresses)
-        .map(|input| checker.check_input(input, false))
+        .map(|input| check_one(&checker, store.as_ref(), mode, input))
         .buffered(CHECK_CONCURRENCY)
         .collect()
         .await;
+    if let Some(store) = store {
+        store.close().await;
+    }
 
     let mut stdout = std::io::stdout().lock();
     let written = if args.json {
@@ -144,6 +211,28 @@ async fn check(file: &FileConfig, args: CheckArgs) -> ExitCode {
             usage_error(&format!("cannot write the output: {e}"))
         }
         _ => exit_status(&reports),
+    }
+}
+
+/// One address: the memory and/or a probe, as `mode` says.
+async fn check_one(
+    checker: &Checker,
+    store: Option<&SqlStore>,
+    mode: MemoryUse,
+    input: &str,
+) -> CheckReport {
+    let target = match Address::parse(input) {
+        Ok(address) => Target::Address(address),
+        Err(error) => {
+            return CheckReport::invalid(input.trim(), &error, std::time::SystemTime::now());
+        }
+    };
+    match store {
+        Some(store) => checker.check_remembering(&target, store, mode).await,
+        None if mode == MemoryUse::Only => {
+            CheckReport::from_memory(&target, None, std::time::SystemTime::now())
+        }
+        None => checker.check(&target).await,
     }
 }
 

@@ -433,6 +433,9 @@ fn check_args(world: &World, mode: Mode, resolver: String) -> Vec<String> {
         "10".to_owned(),
     ];
     args.extend(["--resolver".to_owned(), resolver]);
+    // A fresh TLS memory per world, so that every check probes live.
+    let data_dir = world.dns.scratch_dir().join(format!("data-{mode:?}"));
+    args.extend(["--data-dir".to_owned(), data_dir.display().to_string()]);
     match mode {
         Mode::Validate => args.extend([
             "--trust-anchor".to_owned(),
@@ -633,6 +636,67 @@ async fn scan_writes_json_lines_and_csv() -> TestResult {
         csv.lines()
             .any(|l| l.starts_with("dane-ee.example,dane-ee.example,dane,DANE ok,")),
         "{csv}"
+    );
+    Ok(())
+}
+
+// SPEC §1 / issue #3: "mailtls check now answers from the memory first: a
+// domain never contacted and not probed is SSL ?".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_answers_from_the_memory_after_a_probe() -> TestResult {
+    let world = build().await?;
+    let base = check_args(&world, Mode::Validate, world.dns.addr().to_string());
+    let run = |extra: &[&str]| {
+        let mut args = base.clone();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        mailtls(args)
+    };
+    let reports = |output: Output| -> Result<Vec<Value>, Box<dyn Error>> {
+        Ok(serde_json::from_slice(&output.stdout)?)
+    };
+
+    let before = reports(run(&["--no-probe", "alice@dane-ee.example"]).await?)?;
+    assert_eq!(
+        (before[0]["status"].as_str(), before[0]["source"].as_str()),
+        (Some("SSL ?"), Some("memory"))
+    );
+
+    let probed = reports(run(&["alice@dane-ee.example", "peggy@plain.example"]).await?)?;
+    assert_eq!(probed[0]["source"], "probe");
+    assert_eq!(probed[0]["status"], "DANE ok");
+
+    let after = reports(
+        run(&[
+            "--no-probe",
+            "alice@dane-ee.example",
+            "peggy@plain.example",
+            "judy@no-tlsa.example",
+        ])
+        .await?,
+    )?;
+    let got: Vec<(&str, &str)> = after
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap_or(""),
+                r["source"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("DANE ok", "memory"),
+            ("no SSL", "memory"),
+            ("SSL ?", "memory")
+        ]
+    );
+
+    // Without --no-probe a known domain is answered from the memory too.
+    let again = reports(run(&["alice@dane-ee.example"]).await?)?;
+    assert_eq!(
+        (again[0]["status"].as_str(), again[0]["source"].as_str()),
+        (Some("DANE ok"), Some("memory"))
     );
     Ok(())
 }
