@@ -82,6 +82,8 @@ pub fn rfc5322_date(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
+    // Indexing cannot fail: rem_euclid(7) is 0..7, and civil_from_days
+    // returns months 1..=12.
     format!(
         "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} +0000",
         DAYS[days.rem_euclid(7) as usize],
