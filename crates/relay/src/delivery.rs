@@ -397,6 +397,9 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
         let (session, tls_outcome) = if try_tls {
             self.starttls(client, extensions, host, requirement).await
         } else {
+            // The RFC 7435 retry: the policy already allowed plaintext for
+            // this (opportunistic) host; asking it again with "no STARTTLS"
+            // keeps the decision in core.
             (Session::Plain(client, extensions), TlsExchange::NoStarttls)
         };
         let outcome = tls_outcome.as_policy(&session);

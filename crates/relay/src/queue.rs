@@ -115,7 +115,7 @@ where
     /// a batch), deliver, record, bounce, release. Only store failures to
     /// claim are errors; everything else is recorded per recipient.
     pub async fn run_pass(&self, now: i64) -> Result<PassReport, StoreError> {
-        let batch = self.config.delivery_concurrency.max(1) * 4;
+        let batch = batch_size(&self.config);
         let lease = i64::try_from(LEASE.as_secs()).unwrap_or(i64::MAX);
         let claimed = self.store.claim_due(now, lease, batch).await?;
         let mut report = PassReport {
@@ -454,7 +454,7 @@ where
     S: Queue + TlsMemory + Clone + Send + Sync + 'static,
 {
     async fn run(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
-        let batch = self.config.delivery_concurrency.max(1) * 4;
+        let batch = batch_size(&self.config);
         let mut next_due: Option<i64> = None;
         loop {
             // Registered before the pass, so a wake during it is not lost.
@@ -493,6 +493,12 @@ where
         }
         tracing::info!("queue runner stopped");
     }
+}
+
+/// Messages claimed per pass: twice the delivery slots, so that slots stay
+/// busy while bounding the message bodies held in memory at once.
+fn batch_size(config: &RelayConfig) -> usize {
+    config.delivery_concurrency.max(1) * 2
 }
 
 /// `retry_base · 2^attempts`, at most `retry_max`.

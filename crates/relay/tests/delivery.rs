@@ -136,6 +136,16 @@ impl Relay {
         recipients: &[&str],
         received_at: i64,
     ) -> Result<String, Box<dyn Error>> {
+        self.submit_with(recipients, received_at, false).await
+    }
+
+    /// [`Relay::submit`] with the sender's Encrypted Sending setting.
+    async fn submit_with(
+        &self,
+        recipients: &[&str],
+        received_at: i64,
+        require_tls: bool,
+    ) -> Result<String, Box<dyn Error>> {
         let id = Spool::new_id();
         let body = format!(
             "Received: from client by relay.sender.example\r\n\
@@ -160,7 +170,7 @@ impl Relay {
                 received_at,
                 auth_user: Some(SENDER.into()),
                 client: "127.0.0.1".into(),
-                require_tls: false,
+                require_tls,
             })
             .await?;
         Ok(id)
@@ -443,6 +453,31 @@ async fn failed_opportunistic_handshake_retries_in_plaintext_on_a_new_connection
             .as_deref()
             .is_some_and(|f| f.starts_with("TLS handshake failed")),
         "{entry:?}"
+    );
+    Ok(())
+}
+
+// SPEC §2 rule 3 / §4: Encrypted Sending never falls back to plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_sending_defers_rather_than_send_in_plaintext() -> TestResult {
+    let server = start(Behaviour::accept_mail_plaintext())?;
+    let mut dns = DnsWorld::new();
+    signed_domain(&mut dns, "plain-only.example", server.ip());
+    let relay = Relay::start(dns).await?;
+
+    let id = relay
+        .submit_with(&["nina@plain-only.example"], now(), true)
+        .await?;
+    let pass = relay.pass(now()).await?;
+    assert_eq!((pass.delivered, pass.deferred), (0, 1));
+    assert!(server.received().is_empty());
+    let msg = relay.message(&id).await?;
+    assert_eq!(msg.recipients[0].last_status.as_deref(), Some("451 4.7.4"));
+    assert!(
+        msg.recipients[0]
+            .last_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("sender requires encrypted delivery"))
     );
     Ok(())
 }
