@@ -584,6 +584,42 @@ mod tests {
         assert_eq!(data, b"Subject: hi\r\n\r\n..dot\r\n.\r\n");
     }
 
+    // RFC 1870 §6: a message over the server's limit is not sent at all.
+    #[tokio::test]
+    async fn a_message_over_the_declared_size_is_failed_without_sending() {
+        let (client, mut server) = duplex(1024);
+        let mut client = SmtpClient::new(
+            client,
+            Timeouts {
+                step: Duration::from_secs(5),
+                deadline: None,
+            },
+        );
+        let ext = Extensions::from_reply(&reply("250-mx\r\n250 SIZE 10"));
+        let recipients = vec!["a@x".to_owned()];
+        let envelope = Envelope {
+            sender: "s@y",
+            recipients: &recipients,
+        };
+        let results = send_mail(
+            &mut client,
+            &ext,
+            &envelope,
+            b"far more than ten octets",
+            &StepTimes::RFC5321,
+        )
+        .await
+        .expect("decided locally");
+        assert!(matches!(
+            &results[0],
+            RecipientResult::Permanent { status, .. } if status.enhanced() == "5.3.4"
+        ));
+        drop(client);
+        let mut sent = Vec::new();
+        server.read_to_end(&mut sent).await.expect("read");
+        assert!(sent.is_empty(), "not even MAIL FROM");
+    }
+
     #[tokio::test]
     async fn no_accepted_recipient_means_no_data() {
         let (result, data) = scripted(
