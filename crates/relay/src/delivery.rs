@@ -4,7 +4,7 @@
 //!
 //! The order of events, each step a small function:
 //!
-//! 1. [`Deliverer::route`]: the MX RRset (RFC 5321 §5.1). NXDOMAIN fails
+//! 1. The route: the MX RRset (RFC 5321 §5.1). NXDOMAIN fails
 //!    with `5.1.2`; a null MX (RFC 7505 §4.1) with `550 5.1.10`; a DNS
 //!    failure or a bogus answer defers; no MX at all means the implicit MX
 //!    (the domain itself).
