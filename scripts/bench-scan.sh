@@ -143,11 +143,14 @@ measure() {
     log "  $name: $ok/$N_DOMAINS ok, wall ${wall}s, user ${user}s, sys ${sys}s, peak RSS ${rss} KB"
 }
 
+# shellcheck disable=SC2317 # called through measure
 mailtls_ok() { jq -s '[.[] | select(.level == "dane")] | length' "$W/scan.jsonl" 2>/dev/null || echo 0; }
+# shellcheck disable=SC2317
 posttls_ok() { grep -c 'Verified TLS connection established' "$W/posttls.out" || true; }
 
 SCAN=("${MAILTLS:-mailtls}" scan "$W/domains.txt" --concurrency "$CONCURRENCY" --format jsonl
     --output "$W/scan.jsonl" --allow-private --timeout 30)
+# shellcheck disable=SC2016 # expanded by the inner sh
 POSTTLS=(unshare -m sh -c 'mount --bind "$1" /etc/resolv.conf && exec xargs -P "$2" -n 1 posttls-finger -c -l dane -L summary <"$3" 2>&1'
     sh "$W/resolv.conf" "$CONCURRENCY" "$W/domains.txt")
 
@@ -161,8 +164,10 @@ cp "$W/posttls.out" "$OUT_DIR/posttls-finger.out"
 
 # The floor: what libssl and the kernel alone cost per STARTTLS handshake
 # (scripts/bench/openssl-floor.c: sequential, no DNS, no verification).
+# shellcheck disable=SC2317
 floor_ok() { cat "$W/floor.out" 2>/dev/null || echo 0; }
-if cc -O2 -o "$W/openssl-floor" "$ROOT/scripts/bench/openssl-floor.c" $(pkg-config --cflags --libs openssl) 2>"$W/floor.cc.err"; then
+read -ra SSL_FLAGS <<<"$(pkg-config --cflags --libs openssl)"
+if cc -O2 -o "$W/openssl-floor" "$ROOT/scripts/bench/openssl-floor.c" "${SSL_FLAGS[@]}" 2>"$W/floor.cc.err"; then
     measure "OpenSSL floor (C, 1 at a time, no DNS/verification)" floor_ok "$W/floor.out" "$W/floor.err" \
         "$W/openssl-floor" "$N_DOMAINS" "$N_SERVERS" 127.26.0
 else

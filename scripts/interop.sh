@@ -157,7 +157,6 @@ dig_not_ad() {
 }
 # delv: validates itself, from our root key, through the plain resolver.
 delv_anchor() {
-    local key
     local flags proto alg b64
     read -r flags proto alg b64 < <(awk '{for (i = 1; i <= NF; i++) if ($i == "DNSKEY") break;
         printf "%s %s %s ", $(i + 1), $(i + 2), $(i + 3);
@@ -173,6 +172,7 @@ delv_bogus() { delv -a "$W/delv.anchor" @"$UNBOUND_PLAIN_ADDR" +root=. "$@" 2>&1
 # namespace. The real /etc/resolv.conf is never touched.
 printf 'nameserver %s\noptions trust-ad edns0\n' "$UNBOUND_ADDR" >"$W/resolv.conf"
 finger() { # posttls-finger ARGS..., with our resolver
+    # shellcheck disable=SC2016 # expanded by the inner sh
     unshare -m sh -c 'mount --bind "$1" /etc/resolv.conf && shift && exec posttls-finger "$@"' \
         sh "$W/resolv.conf" "$@"
 }

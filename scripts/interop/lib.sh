@@ -134,14 +134,13 @@ tlsa_201() { # DANE-TA, full certificate, SHA-256 of a certificate file
 
 # ---------------------------------------------------------------- DNS ------
 
-# zone_keys ZONE : makes a KSK and a ZSK (ECDSA P-256, algorithm 13);
-# sets KSK/ZSK to their base names (without .key/.private).
+# zone_keys ZONE : makes a KSK and a ZSK (ECDSA P-256, algorithm 13); sets
+# KSK to the KSK's path without .key/.private.
 zone_keys() {
     local zone=$1
     (cd "$W/keys" && ldns-keygen -a ECDSAP256SHA256 -k "$zone" >"$W/keys/$zone.ksk" &&
         ldns-keygen -a ECDSAP256SHA256 "$zone" >"$W/keys/$zone.zsk")
     KSK=$W/keys/$(cat "$W/keys/$zone.ksk")
-    ZSK=$W/keys/$(cat "$W/keys/$zone.zsk")
 }
 
 # zone_ds ZONE : the SHA-256 DS record of ZONE's KSK, for the parent zone.
@@ -154,7 +153,9 @@ zone_ds() {
 zone_sign() {
     local zone=$1 file=$W/zones/$2 nsec=(-n -a 1 -t 0 -s '')
     [[ ${3:-nsec} == nsec3 ]] || nsec=()
-    local ksk=$W/keys/$(cat "$W/keys/$zone.ksk") zsk=$W/keys/$(cat "$W/keys/$zone.zsk")
+    local ksk zsk
+    ksk=$W/keys/$(cat "$W/keys/$zone.ksk")
+    zsk=$W/keys/$(cat "$W/keys/$zone.zsk")
     # Inception an hour ago so that a slightly slow clock elsewhere does not matter.
     ldns-signzone "${nsec[@]}" -i "$(($(date +%s) - 3600))" -e "$(($(date +%s) + 14 * 86400))" \
         -o "$zone" -f "$file.signed" "$file" "$zsk" "$ksk"
@@ -163,6 +164,7 @@ zone_sign() {
 # soa_ns ZONE : the SOA and NS lines every zone here starts with; NSD serves
 # every zone, so every zone names the same server.
 soa_ns() {
+    # shellcheck disable=SC2016 # $TTL is zone-file syntax
     printf '$TTL 300\n%s IN SOA ns.root-servers. hostmaster.root-servers. 1 3600 600 86400 60\n%s IN NS ns.root-servers.\n' "$1" "$1"
 }
 
