@@ -384,6 +384,29 @@ else
     FAILS=$((FAILS + 1))
 fi
 
+# `scan` reads the same addresses from a file and must give the same answers
+# as `check`, as JSON lines; and a CSV with a header and one row per address.
+awk '{print $1}' <<<"$EXPECT" >"$W/addresses.txt"
+rc=0
+"$MAILTLS" scan "$W/addresses.txt" --format jsonl --output "$W/scan.jsonl" --concurrency 4 --allow-private \
+    --timeout 10 --resolver "$UNBOUND_PLAIN_ADDR:53" --trust-anchor "$W/root.key" 2>"$W/scan.err" || rc=$?
+summary='[.[] | {address, level, status, problem}] | sort_by(.address)'
+if ((rc == 0)) && [[ $(jq -c -s "$summary" "$W/scan.jsonl" 2>&1) == "$(jq -c "$summary" "$W/check-validate.json")" ]]; then
+    printf '%-5s %-9s %s\n' ok validate "scan --format jsonl: same answers as check, one JSON object per line" >>"$RESULTS"
+else
+    printf '%-5s %-9s %s (exit %s; see %s)\n' FAIL validate "scan --format jsonl: same answers as check" "$rc" "$W/scan.jsonl" >>"$RESULTS"
+    FAILS=$((FAILS + 1))
+fi
+rc=0
+"$MAILTLS" scan "$W/addresses.txt" --format csv --output "$W/scan.csv" --concurrency 4 --allow-private \
+    --timeout 10 --resolver "$UNBOUND_PLAIN_ADDR:53" --trust-anchor "$W/root.key" 2>"$W/scan-csv.err" || rc=$?
+if ((rc == 0)) && head -1 "$W/scan.csv" | grep -q address && (($(wc -l <"$W/scan.csv") == $(wc -l <"$W/addresses.txt") + 1)); then
+    printf '%-5s %-9s %s\n' ok validate "scan --format csv: a header and one row per address" >>"$RESULTS"
+else
+    printf '%-5s %-9s %s (exit %s; see %s)\n' FAIL validate "scan --format csv: a header and one row per address" "$rc" "$W/scan.csv" >>"$RESULTS"
+    FAILS=$((FAILS + 1))
+fi
+
 echo
 printf '%-5s %-9s %-28s %-8s %-8s %-19s %s\n' "" mode address level status problem "mx=dane/tls_version"
 cat "$RESULTS"
