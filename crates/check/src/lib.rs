@@ -22,22 +22,19 @@ use std::time::SystemTime;
 
 use futures_util::future::join_all;
 use mailtls_core::dane::TlsaState;
-use mailtls_core::dns::{DnssecStatus, Lookup, MxRecord};
-use mailtls_core::probe::AddressProbe;
-use mailtls_core::{Address, CheckReport, Domain, DomainFacts, HostFacts, Target};
-use mailtls_dns::{DnsConfig, MailResolver};
-use mailtls_smtp::ProbeConfig;
+use mailtls_core::dns::{DnssecStatus, Lookup, mx_hosts};
 use mailtls_core::memory::{MemoryKey, Observation};
 use mailtls_core::policy::probe_observation;
+use mailtls_core::probe::AddressProbe;
+use mailtls_core::{Address, CheckReport, Domain, DomainFacts, HostFacts, Target};
 use mailtls_core::{Level, TlsLevel};
+use mailtls_dns::{DnsConfig, MailResolver};
+use mailtls_smtp::ProbeConfig;
 use mailtls_store::TlsMemory;
 use mailtls_tls::{DaneParams, TlsClient};
 use tracing::warn;
 
-/// MX hosts probed per domain, most preferred first (Postfix's
-/// `smtp_mx_address_limit` defaults to 5 addresses; we look wider because the
-/// check must see every host mail could go to, but not without bound).
-pub const MAX_MX_HOSTS: usize = 10;
+pub use mailtls_core::dns::MAX_MX_HOSTS;
 /// Addresses probed per MX host.
 pub const MAX_ADDRESSES_PER_HOST: usize = 4;
 
@@ -111,7 +108,12 @@ impl Checker {
     /// records what a probe learned. A store error is logged and the check
     /// goes on without the memory (the check must answer; the relay, not
     /// the check, fails closed).
-    pub async fn check_remembering<M: TlsMemory + Sync>(&self, target: &Target, memory: &M, mode: MemoryUse) -> CheckReport {
+    pub async fn check_remembering<M: TlsMemory + Sync>(
+        &self,
+        target: &Target,
+        memory: &M,
+        mode: MemoryUse,
+    ) -> CheckReport {
         let key = MemoryKey::domain(target.domain().as_str());
         if mode != MemoryUse::Bypass {
             let entry = memory.entry(&key).await.unwrap_or_else(|e| {
@@ -230,7 +232,12 @@ pub enum MemoryUse {
 }
 
 /// Records what a probe learned: each probed host, and the domain's level.
-async fn record<M: TlsMemory + Sync>(memory: &M, facts: &DomainFacts, report: &CheckReport, now: i64) {
+async fn record<M: TlsMemory + Sync>(
+    memory: &M,
+    facts: &DomainFacts,
+    report: &CheckReport,
+    now: i64,
+) {
     let mut observations: Vec<(MemoryKey, Observation)> = Vec::new();
     for host in &facts.hosts {
         for probe in &host.probes {
@@ -255,7 +262,9 @@ async fn record<M: TlsMemory + Sync>(memory: &M, facts: &DomainFacts, report: &C
     }
     for (key, obs) in observations {
         match memory.record(&key, &obs).await {
-            Ok(Some(alert)) => warn!(%key, detail = %alert.detail, "TLS memory alert: a drop below the best level seen"),
+            Ok(Some(alert)) => {
+                warn!(%key, detail = %alert.detail, "TLS memory alert: a drop below the best level seen")
+            }
             Ok(None) => {}
             Err(e) => warn!(%key, error = %e, "could not record the probe in the TLS memory"),
         }
@@ -263,52 +272,6 @@ async fn record<M: TlsMemory + Sync>(memory: &M, facts: &DomainFacts, report: &C
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The MX hosts to probe: null MX entries dropped (RFC 7505 §3 says a null
-/// MX stands alone; if it does not, the real hosts are still tried), names
-/// de-duplicated, most preferred first, at most [`MAX_MX_HOSTS`].
-fn mx_hosts(records: &[MxRecord]) -> Vec<(String, u16)> {
-    let mut sorted: Vec<&MxRecord> = records.iter().filter(|r| !r.is_null()).collect();
-    sorted.sort_by_key(|r| r.preference);
-    let mut hosts: Vec<(String, u16)> = Vec::new();
-    for record in sorted {
-        let name = record.exchange.trim_end_matches('.').to_ascii_lowercase();
-        if !hosts.iter().any(|(h, _)| *h == name) {
-            hosts.push((name, record.preference));
-        }
-        if hosts.len() == MAX_MX_HOSTS {
-            break;
-        }
-    }
-    hosts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(preference: u16, exchange: &str) -> MxRecord {
-        MxRecord {
-            preference,
-            exchange: exchange.into(),
-        }
-    }
-
-    #[test]
-    fn mx_hosts_are_sorted_deduplicated_and_bounded() {
-        let records = vec![
-            rec(20, "b.example."),
-            rec(10, "A.example"),
-            rec(30, "a.example."),
-            rec(0, ""),
-        ];
-        assert_eq!(
-            mx_hosts(&records),
-            vec![("a.example".to_owned(), 10), ("b.example".to_owned(), 20)]
-        );
-        let many: Vec<MxRecord> = (0..50).map(|i| rec(i, &format!("mx{i}.example"))).collect();
-        assert_eq!(mx_hosts(&many).len(), MAX_MX_HOSTS);
-    }
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -115,6 +115,32 @@ impl MxRecord {
     }
 }
 
+/// MX hosts mail may go to, at most this many (Postfix tries 5 addresses by
+/// default; the check must see every host mail could go to, but a hostile
+/// MX RRset must not turn one delivery or check into a scan).
+pub const MAX_MX_HOSTS: usize = 10;
+
+/// The MX hosts to try, with their preference: null MX entries dropped
+/// (RFC 7505 §3 says a null MX stands alone; if it does not, the real hosts
+/// are still tried), names lower-cased without the trailing dot and
+/// de-duplicated, most preferred first (RFC 5321 §5.1), at most
+/// [`MAX_MX_HOSTS`]. Empty for a null MX alone.
+pub fn mx_hosts(records: &[MxRecord]) -> Vec<(String, u16)> {
+    let mut sorted: Vec<&MxRecord> = records.iter().filter(|r| !r.is_null()).collect();
+    sorted.sort_by_key(|r| r.preference);
+    let mut hosts: Vec<(String, u16)> = Vec::new();
+    for record in sorted {
+        let name = record.exchange.trim_end_matches('.').to_ascii_lowercase();
+        if !hosts.iter().any(|(h, _)| *h == name) {
+            hosts.push((name, record.preference));
+        }
+        if hosts.len() == MAX_MX_HOSTS {
+            break;
+        }
+    }
+    hosts
+}
+
 /// The addresses of one host (A and AAAA together).
 pub type AddressLookup = Lookup<IpAddr>;
 
@@ -129,6 +155,28 @@ mod tests {
         assert_eq!(Secure.and(Insecure), Insecure);
         assert_eq!(Insecure.and(Bogus), Bogus);
         assert_eq!(Bogus.and(Secure), Bogus);
+    }
+
+    // RFC 5321 §5.1: preference order; RFC 7505: null MX.
+    #[test]
+    fn mx_hosts_are_sorted_deduplicated_and_bounded() {
+        let rec = |preference, exchange: &str| MxRecord {
+            preference,
+            exchange: exchange.into(),
+        };
+        let records = vec![
+            rec(20, "b.example."),
+            rec(10, "A.example"),
+            rec(30, "a.example."),
+            rec(0, ""),
+        ];
+        assert_eq!(
+            mx_hosts(&records),
+            vec![("a.example".to_owned(), 10), ("b.example".to_owned(), 20)]
+        );
+        assert!(mx_hosts(&[rec(0, "")]).is_empty());
+        let many: Vec<MxRecord> = (0..50).map(|i| rec(i, &format!("mx{i}.example"))).collect();
+        assert_eq!(mx_hosts(&many).len(), MAX_MX_HOSTS);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailtls_core::SmtpStatus;
-use mailtls_core::dns::{DnssecStatus, Lookup, MxRecord};
+use mailtls_core::dns::{DnssecStatus, Lookup, mx_hosts};
 use mailtls_core::level::TlsLevel;
 use mailtls_core::memory::{MemoryEntry, MemoryKey, Observation};
 use mailtls_core::policy::{self, Decision, Deferral, HostPolicyFacts, Requirement, TlsOutcome};
@@ -48,8 +48,6 @@ use tokio_openssl::SslStream;
 
 use crate::config::RelayConfig;
 
-/// MX hosts tried per domain, most preferred first (as the check probes).
-pub const MAX_MX_HOSTS: usize = 10;
 /// Addresses tried per MX host.
 pub const MAX_ADDRESSES_PER_HOST: usize = 4;
 /// RFC 5321 §4.5.3.2.1: the client waits 5 minutes for the greeting.
@@ -249,7 +247,10 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
                 reason: format!("the MX records of {domain} are DNSSEC-bogus"),
             }),
             Lookup::Found(answer) => {
-                let hosts = mx_hosts(&answer.records);
+                let hosts: Vec<String> = mx_hosts(&answer.records)
+                    .into_iter()
+                    .map(|(host, _)| host)
+                    .collect();
                 if hosts.is_empty() {
                     // RFC 7505 §4.1: "550 5.1.10 Recipient address has null MX".
                     return Err(Deferral {
@@ -782,27 +783,6 @@ fn reports(job: &DomainJob<'_>, outcome: &Outcome, host: Option<String>) -> Vec<
         .collect()
 }
 
-/// The MX hosts to try, as `crates/check` probes them: null MX entries
-/// dropped (RFC 7505 §3: a null MX stands alone; if it does not, the real
-/// hosts are still tried), names lower-cased and de-duplicated, most
-/// preferred first, at most [`MAX_MX_HOSTS`]. Empty: the domain has only a
-/// null MX.
-fn mx_hosts(records: &[MxRecord]) -> Vec<String> {
-    let mut sorted: Vec<&MxRecord> = records.iter().filter(|r| !r.is_null()).collect();
-    sorted.sort_by_key(|r| r.preference);
-    let mut hosts: Vec<String> = Vec::new();
-    for record in sorted {
-        let name = record.exchange.trim_end_matches('.').to_ascii_lowercase();
-        if !hosts.contains(&name) {
-            hosts.push(name);
-        }
-        if hosts.len() == MAX_MX_HOSTS {
-            break;
-        }
-    }
-    hosts
-}
-
 /// Closes a session politely (QUIT) or, if broken, just drops it.
 async fn close(session: Session) {
     match session {
@@ -887,30 +867,6 @@ pub(crate) fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(preference: u16, exchange: &str) -> MxRecord {
-        MxRecord {
-            preference,
-            exchange: exchange.into(),
-        }
-    }
-
-    // RFC 5321 §5.1: preference order; RFC 7505: null MX.
-    #[test]
-    fn mx_hosts_are_in_preference_order_without_null_mx() {
-        let records = vec![
-            rec(20, "b.example."),
-            rec(10, "A.example"),
-            rec(30, "a.example."),
-        ];
-        assert_eq!(mx_hosts(&records), vec!["a.example", "b.example"]);
-        assert!(
-            mx_hosts(&[rec(0, "")]).is_empty(),
-            "null MX alone: no hosts"
-        );
-        let many: Vec<MxRecord> = (0..50).map(|i| rec(i, &format!("mx{i}.example"))).collect();
-        assert_eq!(mx_hosts(&many).len(), MAX_MX_HOSTS);
-    }
 
     #[test]
     fn permanent_deferrals_become_failures() {
