@@ -73,6 +73,7 @@ EE=$(tlsa_311 "$W/pki/mx.pem")
 for ((i = 1; i <= N_DOMAINS; i++)); do printf 'd%05d.bench.test\n' "$i"; done >"$W/domains.txt"
 
 dns_world bench.test:signed
+nsd_start "${NSD_ZONES[@]}"
 unbound_start validating "$UNBOUND_ADDR" validate
 ((VALIDATE_ROW && !POSTTLS_ONLY)) && unbound_start plain "$UNBOUND_PLAIN_ADDR" plain
 for ((s = 1; s <= N_SERVERS; s++)); do

@@ -115,8 +115,7 @@ dns_world interop.test:signed:nsec3 unsigned.test:unsigned
 # Break two signatures after signing, by hand, like a botched re-signing would.
 corrupt_rrsig "$W/zones/interop.test.zone.signed" bogus.interop.test. MX
 corrupt_rrsig "$W/zones/interop.test.zone.signed" _25._tcp.mx-tlsabogus.interop.test. TLSA
-kill -HUP "$(awk '$1=="nsd"{print $2}' "$W/pids")" # NSD reloads the zone files
-sleep 1
+nsd_start "${NSD_ZONES[@]}"
 
 unbound_start validating "$UNBOUND_ADDR" validate
 unbound_start plain "$UNBOUND_PLAIN_ADDR" plain

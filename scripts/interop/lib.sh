@@ -189,7 +189,7 @@ corrupt_rrsig() {
 # zone text the caller has written to $W/zones/NAME.zone. Signed children get
 # keys, signatures and a DS in test.; unsigned ones only NS (a proven insecure
 # delegation). Writes the trust anchor (the root KSK) to $W/root.key (DNSKEY)
-# and $W/root.ds (DS), then starts NSD with all of it.
+# and $W/root.ds (DS), and the zones for nsd_start to NSD_ZONES.
 dns_world() {
     local spec name kind nsec served=()
     soa_ns test. >"$W/zones/test.zone"
@@ -212,7 +212,8 @@ dns_world() {
     zone_sign . root.zone || die "signing ."
     sed -e '/^;/d' -e 's/[[:space:]]*;.*$//' "$KSK.key" >"$W/root.key"
     ldns-key2ds -n -2 "$KSK.key" >"$W/root.ds"
-    nsd_start ".=root.zone.signed" "test.=test.zone.signed" "${served[@]}"
+    # shellcheck disable=SC2034 # read by the caller, for nsd_start
+    NSD_ZONES=(".=root.zone.signed" "test.=test.zone.signed" "${served[@]}")
 }
 
 # nsd_start ZONE=FILE... : NSD in the foreground (backgrounded here), own
