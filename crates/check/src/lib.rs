@@ -34,9 +34,7 @@ use mailtls_store::TlsMemory;
 use mailtls_tls::{DaneParams, TlsClient};
 use tracing::warn;
 
-pub use mailtls_core::dns::MAX_MX_HOSTS;
-/// Addresses probed per MX host.
-pub const MAX_ADDRESSES_PER_HOST: usize = 4;
+pub use mailtls_core::dns::{MAX_ADDRESSES_PER_HOST, MAX_MX_HOSTS};
 
 /// What the check needs to run.
 #[derive(Debug, Clone)]

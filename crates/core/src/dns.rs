@@ -120,6 +120,9 @@ impl MxRecord {
 /// MX RRset must not turn one delivery or check into a scan).
 pub const MAX_MX_HOSTS: usize = 10;
 
+/// Addresses tried (or probed) per MX host.
+pub const MAX_ADDRESSES_PER_HOST: usize = 4;
+
 /// The MX hosts to try, with their preference: null MX entries dropped
 /// (RFC 7505 §3 says a null MX stands alone; if it does not, the real hosts
 /// are still tried), names lower-cased without the trailing dot and

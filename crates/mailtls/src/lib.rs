@@ -110,9 +110,17 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => runtime.block_on(check(&file, &data_dir, args)),
         Command::Scan(args) => runtime.block_on(scan::run(&file, args)),
-        Command::User(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move { admin::user(&s, command).await })),
-        Command::Memory(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move { admin::memory(&s, command).await })),
-        Command::Queue(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move { admin::queue(&s, command).await })),
+        Command::User(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move {
+            admin::user(&s, command).await
+        })),
+        Command::Memory(command) => {
+            runtime.block_on(with_store(&file, &data_dir, |s| async move {
+                admin::memory(&s, command).await
+            }))
+        }
+        Command::Queue(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move {
+            admin::queue(&s, command).await
+        })),
     }
 }
 

@@ -21,11 +21,15 @@ impl Network {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix.min(32))).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix.min(32)))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix.min(128))).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix.min(128)))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -96,13 +100,22 @@ mod tests {
 
     #[test]
     fn networks_contain_their_addresses() {
-        let net = Network { addr: "192.0.2.0".parse().expect("ip"), prefix: 24 };
+        let net = Network {
+            addr: "192.0.2.0".parse().expect("ip"),
+            prefix: 24,
+        };
         assert!(net.contains("192.0.2.77".parse().expect("ip")));
         assert!(!net.contains("192.0.3.1".parse().expect("ip")));
         assert!(!net.contains("::1".parse().expect("ip")));
-        let all = Network { addr: "0.0.0.0".parse().expect("ip"), prefix: 0 };
+        let all = Network {
+            addr: "0.0.0.0".parse().expect("ip"),
+            prefix: 0,
+        };
         assert!(all.contains("203.0.113.9".parse().expect("ip")));
-        let host = Network { addr: "::1".parse().expect("ip"), prefix: 128 };
+        let host = Network {
+            addr: "::1".parse().expect("ip"),
+            prefix: 128,
+        };
         assert!(host.contains("::1".parse().expect("ip")));
         assert!(!host.contains("::2".parse().expect("ip")));
     }

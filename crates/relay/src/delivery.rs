@@ -32,7 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailtls_core::SmtpStatus;
-use mailtls_core::dns::{DnssecStatus, Lookup, mx_hosts};
+use mailtls_core::dns::{DnssecStatus, Lookup, MAX_ADDRESSES_PER_HOST, mx_hosts};
 use mailtls_core::level::TlsLevel;
 use mailtls_core::memory::{MemoryEntry, MemoryKey, Observation};
 use mailtls_core::policy::{self, Decision, Deferral, HostPolicyFacts, Requirement, TlsOutcome};
@@ -48,8 +48,6 @@ use tokio_openssl::SslStream;
 
 use crate::config::RelayConfig;
 
-/// Addresses tried per MX host.
-pub const MAX_ADDRESSES_PER_HOST: usize = 4;
 /// RFC 5321 §4.5.3.2.1: the client waits 5 minutes for the greeting.
 const BANNER_TIME: Duration = Duration::from_secs(5 * 60);
 /// Longest wait for the reply to QUIT.

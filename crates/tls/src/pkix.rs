@@ -20,7 +20,10 @@ use crate::ffi;
 
 /// Where the system's CA bundle is looked for, after `SSL_CERT_FILE`:
 /// Debian's bundle, and OpenSSL's default file on Debian.
-const CA_BUNDLES: [&str; 2] = ["/etc/ssl/certs/ca-certificates.crt", "/usr/lib/ssl/cert.pem"];
+const CA_BUNDLES: [&str; 2] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/usr/lib/ssl/cert.pem",
+];
 
 /// The system trust store, loaded into memory once per process.
 ///
