@@ -267,8 +267,12 @@ fn describe(message: &QueuedMessage, out: &mut impl Write) -> std::io::Result<()
     Ok(())
 }
 
-/// Runs `queue …`.
-pub async fn queue(store: &SqlStore, command: QueueCommand) -> ExitCode {
+/// Runs `queue …`; `data_dir` holds the spool whose files `delete` removes.
+pub async fn queue(
+    store: &SqlStore,
+    data_dir: &std::path::Path,
+    command: QueueCommand,
+) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     match command {
         QueueCommand::List { json } => match store.list().await {
@@ -304,6 +308,15 @@ pub async fn queue(store: &SqlStore, command: QueueCommand) -> ExitCode {
         QueueCommand::Delete { id } => match store.delete(&id).await {
             Ok(true) => {
                 tracing::info!(id, "queued message deleted by an operator");
+                let spool = mailtls_relay::spool::Spool::open(data_dir);
+                match async { spool?.remove(&id).await }.await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        eprintln!(
+                            "mailtls: warning: {id}: the spool file could not be removed: {e}"
+                        );
+                    }
+                    _ => {}
+                }
                 println!("{id}: deleted");
                 ExitCode::SUCCESS
             }

@@ -18,6 +18,8 @@ use std::time::Duration;
 use mailtls_check::CheckConfig;
 use mailtls_core::Domain;
 use mailtls_dns::{DnsConfig, DnsMode};
+use mailtls_relay::RelayConfig;
+use mailtls_relay::config::{Network, TlsIdentity};
 use mailtls_smtp::ProbeConfig;
 use serde::Deserialize;
 
@@ -168,6 +170,16 @@ pub struct RelaySection {
     pub trusted_networks: Option<Vec<String>>,
     /// Queue lifetime, seconds. Default: 432000 (5 days).
     pub queue_lifetime_secs: Option<u64>,
+    /// First retry delay, seconds; doubles per attempt. Default: 300
+    /// (Postfix's `minimal_backoff_time`).
+    pub retry_base_secs: Option<u64>,
+    /// Longest retry delay, seconds. Default: 4000 (Postfix's
+    /// `maximal_backoff_time`).
+    pub retry_max_secs: Option<u64>,
+    /// Largest message accepted, bytes (RFC 1870 SIZE). Default: 26214400.
+    pub max_message_size: Option<usize>,
+    /// Most recipients per message. Default: 100 (RFC 5321 §4.5.3.1.8).
+    pub max_recipients: Option<usize>,
 }
 
 /// `[delivery]` (used by `serve`).
@@ -272,8 +284,20 @@ impl FileConfig {
                 format!("[relay] trusted_networks: '{net}' is not a CIDR such as 192.0.2.0/24")
             })?;
         }
-        if self.relay.queue_lifetime_secs == Some(0) {
-            return Err("[relay] queue_lifetime_secs: must be positive".into());
+        let relay = &self.relay;
+        for (key, value) in [
+            ("queue_lifetime_secs", relay.queue_lifetime_secs),
+            ("retry_base_secs", relay.retry_base_secs),
+            ("retry_max_secs", relay.retry_max_secs),
+        ] {
+            if value == Some(0) {
+                return Err(format!("[relay] {key}: must be positive"));
+            }
+        }
+        if relay.max_message_size.is_some_and(|n| n < 1024) || relay.max_recipients == Some(0) {
+            return Err(
+                "[relay] max_message_size must be at least 1024 and max_recipients positive".into(),
+            );
         }
         let lmtp = self.delivery.lmtp.as_deref().unwrap_or("");
         if !lmtp.is_empty() && !lmtp.starts_with('/') && lmtp.parse::<SocketAddr>().is_err() {
@@ -351,6 +375,106 @@ pub fn data_dir(file: &FileConfig, flag: Option<&Path>) -> PathBuf {
         Some(home) if !is_root => PathBuf::from(home).join(".local/share/mailtls"),
         _ => PathBuf::from("/var/lib/mailtls"),
     }
+}
+
+/// Stage 2 for `serve`: the relay's configuration. This reads the
+/// listeners' certificate and key (or generates a self-signed pair once, in
+/// `<data_dir>/tls/`, for the embedded default).
+pub fn relay_config(file: &FileConfig, data_dir: &Path) -> Result<RelayConfig, ConfigError> {
+    let check = check_config(file, &CheckFlags::default())?;
+    let listen = |list: &Option<Vec<String>>, default: &str| -> Vec<SocketAddr> {
+        let list = list.clone().unwrap_or_else(|| vec![default.to_owned()]);
+        // Validated in stage 1.
+        list.iter().filter_map(|a| a.parse().ok()).collect()
+    };
+    let trusted_networks = file
+        .relay
+        .trusted_networks
+        .iter()
+        .flatten()
+        .filter_map(|n| parse_cidr(n))
+        .map(|(addr, prefix)| Network { addr, prefix })
+        .collect();
+    let relay = &file.relay;
+    Ok(RelayConfig {
+        hostname: check.probe.helo_name.clone(),
+        data_dir: data_dir.to_owned(),
+        submission_listen: listen(&file.smtp.submission.listen, DEFAULT_SUBMISSION),
+        submission_tls_listen: listen(&file.smtp.submission.listen_tls, DEFAULT_SUBMISSION_TLS),
+        trusted_networks,
+        tls: tls_identity(file, data_dir, &check.probe.helo_name)?,
+        max_message_size: relay.max_message_size.unwrap_or(25 * 1024 * 1024),
+        max_recipients: relay.max_recipients.unwrap_or(100),
+        max_connections: 100,
+        idle_timeout: Duration::from_secs(300),
+        queue_lifetime: Duration::from_secs(relay.queue_lifetime_secs.unwrap_or(432_000)),
+        retry_base: Duration::from_secs(relay.retry_base_secs.unwrap_or(300)),
+        retry_max: Duration::from_secs(relay.retry_max_secs.unwrap_or(4000)),
+        delivery_concurrency: 20,
+        dns: check.dns,
+        allow_private: check.probe.allow_private,
+        smtp_port: check.probe.port,
+        smtp_timeout: Duration::from_secs(300),
+    })
+}
+
+/// SPEC §5 embedded default: submission on loopback only.
+const DEFAULT_SUBMISSION: &str = "127.0.0.1:587";
+/// SPEC §5 embedded default: implicit-TLS submission on loopback only.
+const DEFAULT_SUBMISSION_TLS: &str = "127.0.0.1:465";
+
+/// The listeners' certificate: `[tls] cert`/`key`, else a self-signed pair
+/// generated on first use and kept in `<data_dir>/tls/` (key mode 0600).
+fn tls_identity(
+    file: &FileConfig,
+    data_dir: &Path,
+    hostname: &str,
+) -> Result<TlsIdentity, ConfigError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    if let (Some(cert), Some(key)) = (&file.tls.cert, &file.tls.key) {
+        return Ok(TlsIdentity {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        });
+    }
+    let dir = data_dir.join("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok(TlsIdentity {
+            cert_pem: read(&cert)?,
+            key_pem: read(&key)?,
+        });
+    }
+    let identity = mailtls_relay::server::generate_self_signed(hostname)
+        .map_err(|e| ConfigError::Invalid(format!("cannot generate a certificate: {e}")))?;
+    let write = |path: &Path, bytes: &[u8], mode: u32| -> Result<(), ConfigError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .map_err(err)?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| ConfigError::Read {
+        path: dir.clone(),
+        source,
+    })?;
+    write(&key, &identity.key_pem, 0o600)?;
+    write(&cert, &identity.cert_pem, 0o644)?;
+    Ok(identity)
 }
 
 /// The store's location: `[store] url`, else SQLite in the data directory.

@@ -8,8 +8,8 @@
 //! Exit status: 0 when every input was checked, 1 when any input was not a
 //! valid address, 2 on a usage or configuration error.
 //!
-//! The binary (`src/main.rs`) only calls [`run`]; everything lives in this
-//! library so that `mailtls serve` (issue #3) reuses the configuration.
+//! `serve` runs the relay (issue #3); `user`, `memory` and `queue` manage
+//! its state. The binary (`src/main.rs`) only calls [`run`].
 
 pub mod admin;
 pub mod config;
@@ -56,6 +56,10 @@ enum Command {
     Check(CheckArgs),
     /// Check every domain or address in a file (one per line), concurrently.
     Scan(scan::ScanArgs),
+    /// Run the relay: submission listeners (587 STARTTLS, 465 implicit TLS),
+    /// the durable queue and the delivery workers (SPEC §2). Without a
+    /// config file: SQLite in the data directory, listeners on loopback.
+    Serve,
     /// Manage accounts.
     #[command(subcommand)]
     User(admin::UserCommand),
@@ -110,6 +114,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => runtime.block_on(check(&file, &data_dir, args)),
         Command::Scan(args) => runtime.block_on(scan::run(&file, args)),
+        Command::Serve => runtime.block_on(serve(&file, &data_dir)),
         Command::User(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move {
             admin::user(&s, command).await
         })),
@@ -118,9 +123,76 @@ pub fn run() -> ExitCode {
                 admin::memory(&s, command).await
             }))
         }
-        Command::Queue(command) => runtime.block_on(with_store(&file, &data_dir, |s| async move {
-            admin::queue(&s, command).await
-        })),
+        Command::Queue(command) => {
+            let dir = data_dir.clone();
+            runtime.block_on(with_store(&file, &data_dir, |s| async move {
+                admin::queue(&s, &dir, command).await
+            }))
+        }
+    }
+}
+
+/// `mailtls serve`: runs until SIGINT or SIGTERM, then shuts down cleanly
+/// (the queue is on disk, so even `kill -9` loses no accepted message).
+async fn serve(file: &FileConfig, data_dir: &std::path::Path) -> ExitCode {
+    let config = match config::relay_config(file, data_dir) {
+        Ok(config) => config,
+        Err(e) => return usage_error(&e),
+    };
+    let resolver = match mailtls_dns::MailResolver::new(&config.dns) {
+        Ok(resolver) => resolver,
+        Err(e) => return usage_error(&format!("DNS: {e}")),
+    };
+    let tls = match mailtls_tls::TlsClient::new() {
+        Ok(tls) => tls,
+        Err(e) => return usage_error(&format!("TLS: {e}")),
+    };
+    let store = match open_store(file, data_dir).await {
+        Ok(store) => store,
+        Err(e) => return usage_error(&e),
+    };
+    let relay = match mailtls_relay::Relay::start(config, store.clone(), resolver, tls).await {
+        Ok(relay) => relay,
+        Err(e) => return usage_error(&format!("cannot start the relay: {e}")),
+    };
+    let show = |addrs: &[std::net::SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    tracing::info!(
+        submission = %show(relay.submission_addrs()),
+        submission_tls = %show(relay.submission_tls_addrs()),
+        data_dir = %data_dir.display(),
+        "mailtls serve: ready"
+    );
+    eprintln!(
+        "mailtls serve: submission (STARTTLS) on {}, implicit TLS on {}, data in {}",
+        show(relay.submission_addrs()),
+        show(relay.submission_tls_addrs()),
+        data_dir.display()
+    );
+    wait_for_signal().await;
+    eprintln!("mailtls serve: shutting down");
+    relay.shutdown().await;
+    store.close().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -25,3 +25,80 @@ pub mod server;
 pub mod spool;
 
 pub use config::RelayConfig;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mailtls_dns::MailResolver;
+use mailtls_store::{Queue, TlsMemory, Users};
+use mailtls_tls::TlsClient;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// A running relay: the listeners and the queue runner, sharing one spool,
+/// one store and one wake-up signal (the server wakes the runner after
+/// queueing a message).
+pub struct Relay {
+    listeners: server::RunningListeners,
+    runner: queue::QueueHandle,
+    shutdown: CancellationToken,
+}
+
+impl Relay {
+    /// Opens the spool, binds every listener, and starts the queue runner.
+    /// Returns once every address is bound.
+    pub async fn start<S>(
+        config: RelayConfig,
+        store: S,
+        resolver: MailResolver,
+        tls: TlsClient,
+    ) -> std::io::Result<Relay>
+    where
+        S: Users + Queue + TlsMemory + Clone + Send + Sync + 'static,
+    {
+        let spool = spool::Spool::open(&config.data_dir)?;
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let listeners = server::Listeners::start(
+            &config,
+            store.clone(),
+            spool.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        let runner = queue::QueueRunner::start(
+            Arc::new(config),
+            store,
+            spool,
+            resolver,
+            tls,
+            wake,
+            shutdown.clone(),
+        );
+        Ok(Relay {
+            listeners,
+            runner,
+            shutdown,
+        })
+    }
+
+    /// The bound STARTTLS submission addresses.
+    pub fn submission_addrs(&self) -> &[SocketAddr] {
+        self.listeners.submission_addrs()
+    }
+
+    /// The bound implicit-TLS submission addresses.
+    pub fn submission_tls_addrs(&self) -> &[SocketAddr] {
+        self.listeners.submission_tls_addrs()
+    }
+
+    /// Stops accepting, tells open sessions `421`, lets deliveries in
+    /// progress finish their step, and waits for everything to end.
+    /// Nothing accepted is lost: the queue is on disk.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.listeners.wait().await;
+        self.runner.join().await;
+    }
+}
