@@ -19,6 +19,8 @@ use std::fmt::Write as _;
 
 use mailtls_core::SmtpStatus;
 
+use crate::date::rfc5322_date;
+
 /// Longest piece of server or reason text copied into a DSN.
 const MAX_TEXT: usize = 900;
 /// Most octets of the original message's header copied into part 3.
@@ -269,43 +271,6 @@ fn wrap(text: &str) -> Vec<String> {
     lines
 }
 
-/// An RFC 5322 §3.3 date-time in UTC: `Sun, 29 Nov 2026 05:36:21 +0000`.
-pub fn rfc5322_date(unix: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[days.rem_euclid(7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month 1–12, day 1–31) in the proleptic
-/// Gregorian calendar (the era-based algorithm: 400-year eras of 146,097
-/// days).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,15 +398,5 @@ mod tests {
         odd.reason = "550 caf\u{e9}\r\nInjected: header".into();
         let dsn = sample(&[odd]);
         assert!(dsn.contains("Diagnostic-Code: X-mailtls; 550 caf???Injected: header"));
-    }
-
-    #[test]
-    fn dates_are_rfc5322() {
-        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
-        assert_eq!(
-            rfc5322_date(1_796_010_981),
-            "Mon, 30 Nov 2026 03:56:21 +0000"
-        );
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod bounce;
 pub mod config;
+pub mod date;
 pub mod delivery;
 pub mod queue;
 pub mod server;
