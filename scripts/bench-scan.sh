@@ -149,13 +149,19 @@ mailtls_ok() { jq -s '[.[] | select(.level == "dane")] | length' "$W/scan.jsonl"
 # shellcheck disable=SC2317
 posttls_ok() { grep -c 'Verified TLS connection established' "$W/posttls.out" || true; }
 
-SCAN=("${MAILTLS:-mailtls}" scan "$W/domains.txt" --concurrency "$CONCURRENCY" --format jsonl
-    --output "$W/scan.jsonl" --allow-private --timeout 30)
+# Each mailtls row gets a new data_dir (TLS memory) below $W.
+PROBE_FLAG=()
+((POSTTLS_ONLY)) || mailtls_probe_flag scan
+scan_cmd() { # NAME : sets SCAN
+    SCAN=("${MAILTLS:-mailtls}" --config "$(mailtls_config "$1")" scan "${PROBE_FLAG[@]}" "$W/domains.txt"
+        --concurrency "$CONCURRENCY" --format jsonl --output "$W/scan.jsonl" --allow-private --timeout 30)
+}
 # shellcheck disable=SC2016 # expanded by the inner sh
 POSTTLS=(unshare -m sh -c 'mount --bind "$1" /etc/resolv.conf && exec xargs -P "$2" -n 1 posttls-finger -c -l dane -L summary <"$3" 2>&1'
     sh "$W/resolv.conf" "$CONCURRENCY" "$W/domains.txt")
 
 if ((!POSTTLS_ONLY)); then
+    scan_cmd trust-ad
     measure "mailtls scan (trust-ad)" mailtls_ok /dev/null "$W/scan.err" \
         "${SCAN[@]}" --dns-mode trust-ad --resolver "$UNBOUND_ADDR:53"
     cp "$W/scan.jsonl" "$OUT_DIR/scan-trust-ad.jsonl"
@@ -176,6 +182,7 @@ else
     die "could not compile scripts/bench/openssl-floor.c (needs cc and libssl-dev)"
 fi
 if ((VALIDATE_ROW && !POSTTLS_ONLY)); then
+    scan_cmd validate
     measure "mailtls scan (validate)" mailtls_ok /dev/null "$W/scan.err" \
         "${SCAN[@]}" --dns-mode validate --resolver "$UNBOUND_PLAIN_ADDR:53" --trust-anchor "$W/root.key"
     cp "$W/scan.jsonl" "$OUT_DIR/scan-validate.jsonl"
@@ -226,6 +233,7 @@ report | tee "$OUT_DIR/scan.md"
 log "written: $OUT_DIR/scan.md"
 
 if ((HOLD)); then
+    scan_cmd hold
     cat <<EOF
 
 The world is up (work directory $W); the domains are in $W/domains.txt:

@@ -297,7 +297,8 @@ check_mode() {
     local addrs
     mapfile -t addrs < <(awk '{print $1}' <<<"$EXPECT")
     log "mailtls check --json ($mode) over ${#addrs[@]} addresses"
-    "$MAILTLS" check --json --allow-private --timeout 10 "$@" "${addrs[@]}" \
+    "$MAILTLS" --config "$(mailtls_config "$mode")" check --json "${PROBE_FLAG[@]}" \
+        --allow-private --timeout 10 "$@" "${addrs[@]}" \
         >"$W/check-$mode.json" 2>"$W/check-$mode.err" || rc=$?
     if ((rc != 0)); then
         echo "FAIL  [$mode] mailtls check exited $rc (expected 0); stderr:"
@@ -364,6 +365,9 @@ check_details() {
 
 # --------------------------------------------------------------- run -------
 
+mailtls_probe_flag check
+log "mailtls check${PROBE_FLAG[*]:+ ${PROBE_FLAG[*]}}, a new data_dir (TLS memory) per run"
+
 # validate: our in-process validator, fed by unbound as a plain recursive
 # resolver (no validation there), anchored at our private root KSK.
 check_mode validate 2 --resolver "$UNBOUND_PLAIN_ADDR:53" --trust-anchor "$W/root.key"
@@ -374,7 +378,8 @@ check_details trust-ad
 
 # Exit status 1 when any address is invalid; a reason, no panic.
 rc=0
-"$MAILTLS" check --json --allow-private --timeout 10 --resolver "$UNBOUND_PLAIN_ADDR:53" \
+"$MAILTLS" --config "$(mailtls_config invalid)" check --json "${PROBE_FLAG[@]}" \
+    --allow-private --timeout 10 --resolver "$UNBOUND_PLAIN_ADDR:53" \
     --trust-anchor "$W/root.key" not-an-address a@tls.interop.test >"$W/check-invalid.json" 2>"$W/check-invalid.err" || rc=$?
 if ((rc == 1)) && jq -e '[.[] | select(.address == "not-an-address")][0].problem == "invalid_address"' "$W/check-invalid.json" >/dev/null 2>&1; then
     printf '%-5s %-9s %s\n' ok validate "invalid address: exit 1, problem invalid_address" >>"$RESULTS"
@@ -386,8 +391,9 @@ fi
 # `scan` reads the same addresses from a file and must give the same answers
 # as `check`, as JSON lines; and a CSV with a header and one row per address.
 awk '{print $1}' <<<"$EXPECT" >"$W/addresses.txt"
+mailtls_probe_flag scan
 rc=0
-"$MAILTLS" scan "$W/addresses.txt" --format jsonl --output "$W/scan.jsonl" --concurrency 4 --allow-private \
+"$MAILTLS" --config "$(mailtls_config scan-jsonl)" scan "${PROBE_FLAG[@]}" "$W/addresses.txt" --format jsonl --output "$W/scan.jsonl" --concurrency 4 --allow-private \
     --timeout 10 --resolver "$UNBOUND_PLAIN_ADDR:53" --trust-anchor "$W/root.key" 2>"$W/scan.err" || rc=$?
 summary='[.[] | {address, level, status, problem}] | sort_by(.address)'
 if ((rc == 0)) && [[ $(jq -c -s "$summary" "$W/scan.jsonl" 2>&1) == "$(jq -c "$summary" "$W/check-validate.json")" ]]; then
@@ -397,7 +403,7 @@ else
     FAILS=$((FAILS + 1))
 fi
 rc=0
-"$MAILTLS" scan "$W/addresses.txt" --format csv --output "$W/scan.csv" --concurrency 4 --allow-private \
+"$MAILTLS" --config "$(mailtls_config scan-csv)" scan "${PROBE_FLAG[@]}" "$W/addresses.txt" --format csv --output "$W/scan.csv" --concurrency 4 --allow-private \
     --timeout 10 --resolver "$UNBOUND_PLAIN_ADDR:53" --trust-anchor "$W/root.key" 2>"$W/scan-csv.err" || rc=$?
 if ((rc == 0)) && head -1 "$W/scan.csv" | grep -q address && (($(wc -l <"$W/scan.csv") == $(wc -l <"$W/addresses.txt") + 1)); then
     printf '%-5s %-9s %s\n' ok validate "scan --format csv: a header and one row per address" >>"$RESULTS"

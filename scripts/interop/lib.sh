@@ -103,6 +103,28 @@ world_stop() {
     return "$rc"
 }
 
+# ------------------------------------------------------------- mailtls -----
+
+# mailtls_config NAME : writes a config whose data_dir (the TLS memory) is
+# $W/mailtls-NAME, new and empty, and prints its path. Every run, and every
+# DNS mode in it, starts with an empty memory (the check answers from the
+# memory first), and mailtls writes nothing outside $W.
+mailtls_config() {
+    mkdir -p "$W/mailtls-$1"
+    printf 'data_dir = "%s"\n' "$W/mailtls-$1" >"$W/mailtls-$1.toml"
+    echo "$W/mailtls-$1.toml"
+}
+
+# mailtls_probe_flag SUBCOMMAND : sets PROBE_FLAG to (--probe) when the
+# subcommand has it (always probe live instead of answering from memory).
+# shellcheck disable=SC2034 # PROBE_FLAG is read by the caller
+mailtls_probe_flag() {
+    PROBE_FLAG=()
+    if "$MAILTLS" "$1" --help 2>/dev/null | grep -- '--probe' >/dev/null; then
+        PROBE_FLAG=(--probe)
+    fi
+}
+
 # ---------------------------------------------------------------- PKI ------
 
 # A private CA and one RSA-2048 MX certificate (leaf+CA chain) whose names
