@@ -68,7 +68,8 @@ pub struct PassReport {
     pub failed: usize,
     /// DSNs queued.
     pub bounces: usize,
-    /// The earliest retry time set in this pass.
+    /// The earliest retry time set in this pass (`now` when a DSN was
+    /// queued: it is due at once).
     pub next_due: Option<i64>,
 }
 
@@ -263,7 +264,12 @@ where
 
         if !failed.is_empty() && !msg.sender.is_empty() {
             match self.queue_bounce(msg, &failed, body, now).await {
-                Ok(()) => pass.bounces += 1,
+                Ok(()) => {
+                    pass.bounces += 1;
+                    // The DSN is due now: the runner must not idle before
+                    // sending it (nothing else wakes it for its own mail).
+                    pass.next_due = min_opt(pass.next_due, Some(now));
+                }
                 Err(e) => {
                     // Not recorded as failed without its DSN: try again soon.
                     tracing::error!(message = %msg.id, error = %e, "cannot queue the DSN; failures kept pending");
