@@ -340,7 +340,8 @@ async fn host_tlsa_published() -> TestResult {
 }
 
 // RFC 7672 §2.2.2: TLSA is looked up at the CNAME-expanded name first, and
-// both names are reference identifiers.
+// both names are reference identifiers; the TLSA base domain (where the
+// records were found) comes first, as the SNI name (RFC 7672 §8.1).
 #[tokio::test]
 async fn host_tlsa_follows_the_cname() -> TestResult {
     let f = Fixture::start().await?;
@@ -356,7 +357,7 @@ async fn host_tlsa_follows_the_cname() -> TestResult {
         assert!(
             matches!(&state, TlsaState::Published { owner, reference_names, .. }
                 if owner == "_25._tcp.mx.target.example"
-                && reference_names == &["mx-alias.dane-ok.example".to_owned(), "mx.target.example".to_owned()]),
+                && reference_names == &["mx.target.example".to_owned(), "mx-alias.dane-ok.example".to_owned()]),
             "{state:?}; {}",
             f.context(mode)
         );
