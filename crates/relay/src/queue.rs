@@ -481,9 +481,18 @@ where
                     if report.claimed >= batch {
                         continue;
                     }
+                    // The store knows retries this pass did not set: those of
+                    // an earlier run, or `mailtls queue retry` from a shell.
+                    match self.store.next_due().await {
+                        Ok(due) => next_due = min_opt(next_due, due),
+                        Err(e) => tracing::warn!(error = %e, "cannot read the next due time"),
+                    }
                     let idle = secs(MAX_IDLE);
+                    // A due recipient that this pass could not claim (leased
+                    // elsewhere) must not make the loop spin: wait a second.
+                    let floor = i64::from(report.claimed == 0);
                     let until =
-                        next_due.map_or(idle, |t| t.saturating_sub(unix_now()).clamp(0, idle));
+                        next_due.map_or(idle, |t| t.saturating_sub(unix_now()).clamp(floor, idle));
                     Duration::from_secs(u64::try_from(until).unwrap_or(0))
                 }
                 Err(e) => {

@@ -224,6 +224,10 @@ impl Queue for BrokenQueue {
     async fn reset_leases(&self) -> mailtls_store::Result<u64> {
         self.0.reset_leases().await
     }
+
+    async fn next_due(&self) -> mailtls_store::Result<Option<i64>> {
+        self.0.next_due().await
+    }
 }
 
 /// A CA and a leaf for `localhost` signed by it, made for this test run.

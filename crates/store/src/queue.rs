@@ -76,6 +76,11 @@ pub trait Queue {
     /// Frees every lease; how many there were. Only for a single node, at
     /// start, when no runner can hold one.
     fn reset_leases(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The earliest time a pending recipient is due (`None`: nothing
+    /// pending), so that a runner sleeps exactly until then — also after a
+    /// restart, and after `mailtls queue retry` from another process.
+    fn next_due(&self) -> impl Future<Output = Result<Option<i64>>> + Send;
 }
 
 /// A message accepted by the relay, to be queued.
@@ -482,6 +487,15 @@ impl Queue for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(updated.rows_affected())
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>> {
+        let (due,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(next_attempt_at) FROM queue_recipients WHERE state = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
     }
 }
 

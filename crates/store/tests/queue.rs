@@ -407,3 +407,34 @@ async fn concurrent_claims_hand_each_message_to_one_runner() {
     assert_eq!(all.len(), MESSAGES, "no message claimed twice");
     assert_eq!(unique.len(), MESSAGES, "every message claimed");
 }
+
+#[tokio::test]
+async fn next_due_is_the_earliest_pending_retry() {
+    let t = common::fresh().await;
+    let s = &t.store;
+    assert_eq!(s.next_due().await.expect("next_due"), None, "empty queue");
+    s.enqueue(&message("m1", &["a@example.net", "b@example.net"], 100))
+        .await
+        .expect("enqueue");
+    s.enqueue(&message("m2", &["c@example.net"], 100))
+        .await
+        .expect("enqueue");
+    s.record_outcome("m1", "a@example.net", &deferred(500), 100)
+        .await
+        .expect("outcome");
+    s.record_outcome("m1", "b@example.net", &delivered(), 100)
+        .await
+        .expect("outcome");
+    s.record_outcome("m2", "c@example.net", &deferred(300), 100)
+        .await
+        .expect("outcome");
+    assert_eq!(s.next_due().await.expect("next_due"), Some(300));
+    s.record_outcome("m2", "c@example.net", &failed(), 300)
+        .await
+        .expect("outcome");
+    assert_eq!(
+        s.next_due().await.expect("next_due"),
+        Some(500),
+        "final recipients do not count"
+    );
+}
