@@ -53,6 +53,10 @@ done
 case $DNS_MODE in trust-ad | validate) ;; *) die "DNS_MODE must be trust-ad or validate" ;; esac
 
 world_require sendmail:postfix script:util-linux
+# Postfix's SMTP client authenticates through Cyrus SASL, whose PLAIN
+# mechanism is a plugin of its own (only "recommended" by libsasl2-2).
+compgen -G "/usr/lib/*/sasl2/libplain.so*" >/dev/null ||
+    die "missing: the Cyrus SASL PLAIN plugin (Debian package libsasl2-modules)"
 trap world_stop EXIT
 trap 'exit 130' INT TERM
 

@@ -165,6 +165,7 @@ relay_transport = discard:sink
 smtpd_tls_security_level = may
 smtpd_tls_chain_files = $W/pki/mx-chain.pem
 smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 default_process_limit = 200
@@ -183,6 +184,19 @@ EOF
 # pf_sink_count NAME : recipients the sink has accepted and discarded.
 pf_sink_count() {
     grep -c ' status=sent ' "$W/postfix/$1/maillog" 2>/dev/null || true
+}
+
+# pf_sink_sessions NAME FROM_LINE : "CONNECTIONS TLS MAILS" over the sink's
+# sessions that ended after line FROM_LINE of its maillog (smtpd's
+# "disconnect from" summary: starttls=1, mail=N).
+pf_sink_sessions() {
+    tail -n +"$(($2 + 1))" "$W/postfix/$1/maillog" | awk '
+        / postfix\/smtpd\[[0-9]+\]: disconnect from / {
+            c++
+            if ($0 ~ / starttls=1/) t++
+            if (match($0, / mail=[0-9]+/)) m += substr($0, RSTART + 6, RLENGTH - 6)
+        }
+        END { printf "%d %d %d\n", c, t, m }'
 }
 
 # pf_submitter NAME BIND RELAYHOST [sasl USER PASSWORD] : a Postfix that
