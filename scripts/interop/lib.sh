@@ -301,6 +301,9 @@ server:
     use-syslog: no
     logfile: "$W/unbound/$name.log"
     log-servfail: yes
+    # RFC 8914: say why a SERVFAIL happened; mailtls's trust-ad mode reads
+    # the DNSSEC-family Extended DNS Errors as bogus.
+    ede: yes
     verbosity: 1
     val-log-level: 2
     num-threads: 1
