@@ -19,7 +19,7 @@
 # usage: scripts/bench-relay.sh
 # env: N_MESSAGES (2000)  SIZE bytes of body (4096)  SESSIONS smtp-source -s (8)
 #      RECIPIENTS per message (1)  WARMUP messages first, not measured (50)
-#      MAILTLS=path (default target/release/mailtls; built if missing)
+#      MAILTLS=path (default: cargo build --release -p mailtls, then that)
 #      SOURCE_FLAGS extra smtp-source flags, e.g. "-d" (one connection per session)
 #      KEEP_ON_FAILURE=1 keeps the work directory after a failure
 set -euo pipefail
@@ -49,11 +49,10 @@ case "$*" in -h | --help) sed -n '2,24p' "$0"; exit 0 ;; esac
 
 world_require smtp-source:postfix unshare:util-linux script:util-linux
 if [[ -z ${MAILTLS:-} ]]; then
+    # Always through cargo (a no-op when fresh): never a stale binary.
+    log "building mailtls (cargo build --release -p mailtls --locked)"
+    (cd "$ROOT" && cargo build -q --release -p mailtls --locked) || die "cargo build --release -p mailtls failed"
     MAILTLS=$ROOT/target/release/mailtls
-    if [[ ! -x $MAILTLS ]]; then
-        log "building mailtls (cargo build --release -p mailtls --locked)"
-        (cd "$ROOT" && cargo build -q --release -p mailtls --locked) || die "cargo build failed"
-    fi
 fi
 "$MAILTLS" serve --help >/dev/null 2>&1 || die "$MAILTLS has no serve command (stale build?)"
 
