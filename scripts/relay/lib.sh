@@ -303,7 +303,8 @@ pki_leaf() {
 # config answers (MAILTLS_PORTS: "addr:port ..."). Sets MAILTLS_PID.
 mailtls_serve() {
     local name=$1 config=$2 hp
-    MAILTLS_LOG=${MAILTLS_LOG:-info} "$MAILTLS" --config "$config" serve >>"$W/$name.log" 2>&1 &
+    # NO_COLOR: tracing writes ANSI colours even into a file otherwise.
+    NO_COLOR=1 MAILTLS_LOG=${MAILTLS_LOG:-info} "$MAILTLS" --config "$config" serve >>"$W/$name.log" 2>&1 &
     MAILTLS_PID=$!
     remember_pid "mailtls-$name" "$MAILTLS_PID"
     for hp in $MAILTLS_PORTS; do
