@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::dane::{TlsaRecord, TlsaState};
-use crate::dns::Lookup;
+use crate::dns::{DnssecStatus, Lookup, MxRecord, mx_hosts};
 use crate::level::TlsLevel;
 use crate::memory::{MemoryEntry, Observation};
 use crate::probe::{DaneCheck, ProbeOutcome, TlsFacts};
@@ -82,6 +82,63 @@ pub struct Deferral {
     pub status: SmtpStatus,
     /// For the log, the queue and the bounce.
     pub reason: String,
+}
+
+/// Where a domain's mail goes: its MX hosts, most preferred first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Host names, most preferred first (at most [`crate::dns::MAX_MX_HOSTS`]).
+    pub hosts: Vec<String>,
+    /// The MX RRset's DNSSEC status; `None` for the implicit MX.
+    pub mx_dnssec: Option<DnssecStatus>,
+}
+
+/// The route for a recipient domain from its MX look-up, or why there is
+/// none: NXDOMAIN and null MX fail permanently, a bogus or failed look-up
+/// defers, no MX RRset means the implicit MX.
+pub fn route(domain: &str, mx: &Lookup<MxRecord>) -> Result<Route, Deferral> {
+    match mx {
+        Lookup::Found(answer) if answer.dnssec == DnssecStatus::Bogus => Err(Deferral {
+            status: SmtpStatus::CRYPTO_FAILURE_TEMP,
+            reason: format!("the MX records of {domain} are DNSSEC-bogus"),
+        }),
+        Lookup::Found(answer) => {
+            let hosts: Vec<String> = mx_hosts(&answer.records)
+                .into_iter()
+                .map(|(host, _)| host)
+                .collect();
+            if hosts.is_empty() {
+                // RFC 7505 §4.1: "550 5.1.10 Recipient address has null MX".
+                return Err(Deferral {
+                    status: SmtpStatus::NULL_MX,
+                    reason: format!("{domain} accepts no mail: it publishes a null MX (RFC 7505)"),
+                });
+            }
+            Ok(Route {
+                hosts,
+                mx_dnssec: Some(answer.dnssec),
+            })
+        }
+        Lookup::NoRecords { nxdomain: true, .. } => Err(Deferral {
+            status: SmtpStatus::NO_SUCH_DOMAIN,
+            reason: format!("the domain {domain} does not exist (NXDOMAIN)"),
+        }),
+        // RFC 5321 §5.1: no MX RRs: the domain itself is the implicit MX.
+        Lookup::NoRecords {
+            nxdomain: false, ..
+        } => Ok(Route {
+            hosts: vec![domain.trim_end_matches('.').to_ascii_lowercase()],
+            mx_dnssec: None,
+        }),
+        Lookup::Bogus { reason } => Err(Deferral {
+            status: SmtpStatus::CRYPTO_FAILURE_TEMP,
+            reason: format!("the MX look-up of {domain} is DNSSEC-bogus: {reason}"),
+        }),
+        Lookup::Failed { reason } => Err(Deferral {
+            status: SmtpStatus::DNS_FAILURE_TEMP,
+            reason: format!("the MX look-up of {domain} failed: {reason}"),
+        }),
+    }
 }
 
 /// The facts about one host that the requirement depends on.
@@ -378,6 +435,85 @@ mod tests {
 
     fn defers(d: &Decision) -> bool {
         matches!(d, Decision::Defer(deferral) if deferral.status.is_temporary())
+    }
+
+    // --- RFC 5321 §5.1 and RFC 7505: the route -----------------------------------
+
+    #[test]
+    fn route_follows_the_mx_rrset() {
+        let mx = |records: Vec<MxRecord>| {
+            Lookup::Found(Answer {
+                records,
+                dnssec: DnssecStatus::Secure,
+                canonical_name: None,
+            })
+        };
+        let two = mx(vec![
+            MxRecord {
+                preference: 20,
+                exchange: "b.example.".into(),
+            },
+            MxRecord {
+                preference: 10,
+                exchange: "a.example".into(),
+            },
+        ]);
+        assert_eq!(
+            route("example.org", &two),
+            Ok(Route {
+                hosts: vec!["a.example".into(), "b.example".into()],
+                mx_dnssec: Some(DnssecStatus::Secure)
+            })
+        );
+        let implicit = Lookup::NoRecords {
+            nxdomain: false,
+            dnssec: DnssecStatus::Secure,
+        };
+        assert_eq!(
+            route("Example.ORG.", &implicit),
+            Ok(Route {
+                hosts: vec!["example.org".into()],
+                mx_dnssec: None
+            })
+        );
+    }
+
+    #[test]
+    fn null_mx_and_nxdomain_fail_permanently() {
+        let null = Lookup::Found(Answer {
+            records: vec![MxRecord {
+                preference: 0,
+                exchange: String::new(),
+            }],
+            dnssec: DnssecStatus::Secure,
+            canonical_name: None,
+        });
+        assert_eq!(
+            route("example.org", &null).map_err(|d| d.status),
+            Err(SmtpStatus::NULL_MX)
+        );
+        let nx = Lookup::NoRecords {
+            nxdomain: true,
+            dnssec: DnssecStatus::Secure,
+        };
+        assert_eq!(
+            route("example.org", &nx).map_err(|d| d.status),
+            Err(SmtpStatus::NO_SUCH_DOMAIN)
+        );
+    }
+
+    #[test]
+    fn bogus_or_failed_mx_defers() {
+        for mx in [
+            Lookup::Bogus {
+                reason: "sig".into(),
+            },
+            Lookup::Failed {
+                reason: "SERVFAIL".into(),
+            },
+        ] {
+            assert!(route("example.org", &mx).is_err_and(|d| d.status.is_temporary()));
+        }
     }
 
     // --- RFC 7672 §2.2: DANE comes first -------------------------------------

@@ -32,10 +32,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailtls_core::SmtpStatus;
-use mailtls_core::dns::{DnssecStatus, Lookup, MAX_ADDRESSES_PER_HOST, mx_hosts};
+use mailtls_core::dns::{Lookup, MAX_ADDRESSES_PER_HOST};
 use mailtls_core::level::TlsLevel;
 use mailtls_core::memory::{MemoryEntry, MemoryKey, Observation};
-use mailtls_core::policy::{self, Decision, Deferral, HostPolicyFacts, Requirement, TlsOutcome};
+use mailtls_core::policy::{
+    self, Decision, Deferral, HostPolicyFacts, Requirement, Route, TlsOutcome,
+};
 use mailtls_core::probe::{DaneCheck, TlsFacts, is_restricted_address};
 use mailtls_dns::MailResolver;
 use mailtls_smtp::transaction::{Envelope, RecipientResult, StepTimes, send_mail};
@@ -163,14 +165,6 @@ pub struct Deliverer<M> {
     settings: DeliverySettings,
 }
 
-/// Where a domain's mail goes.
-struct Route {
-    /// Host names with their preference, most preferred first.
-    hosts: Vec<String>,
-    /// The MX RRset's DNSSEC status; `None` for the implicit MX.
-    mx_dnssec: Option<DnssecStatus>,
-}
-
 /// How trying one host ended.
 enum HostEnd {
     /// A transaction happened: these are the recipients' outcomes.
@@ -237,52 +231,9 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
         reports(job, &Outcome::from_deferral(last), last_host)
     }
 
-    /// Step 1: the MX hosts of `domain`, or why there are none.
+    /// Step 1: the MX look-up, judged by `core::policy::route`.
     async fn route(&self, domain: &str) -> Result<Route, Deferral> {
-        match self.resolver.mx(domain).await {
-            Lookup::Found(answer) if answer.dnssec == DnssecStatus::Bogus => Err(Deferral {
-                status: SmtpStatus::CRYPTO_FAILURE_TEMP,
-                reason: format!("the MX records of {domain} are DNSSEC-bogus"),
-            }),
-            Lookup::Found(answer) => {
-                let hosts: Vec<String> = mx_hosts(&answer.records)
-                    .into_iter()
-                    .map(|(host, _)| host)
-                    .collect();
-                if hosts.is_empty() {
-                    // RFC 7505 §4.1: "550 5.1.10 Recipient address has null MX".
-                    return Err(Deferral {
-                        status: SmtpStatus::NULL_MX,
-                        reason: format!(
-                            "{domain} accepts no mail: it publishes a null MX (RFC 7505)"
-                        ),
-                    });
-                }
-                Ok(Route {
-                    hosts,
-                    mx_dnssec: Some(answer.dnssec),
-                })
-            }
-            Lookup::NoRecords { nxdomain: true, .. } => Err(Deferral {
-                status: SmtpStatus::NO_SUCH_DOMAIN,
-                reason: format!("the domain {domain} does not exist (NXDOMAIN)"),
-            }),
-            // RFC 5321 §5.1: no MX RRs: the domain itself is the implicit MX.
-            Lookup::NoRecords {
-                nxdomain: false, ..
-            } => Ok(Route {
-                hosts: vec![domain.trim_end_matches('.').to_ascii_lowercase()],
-                mx_dnssec: None,
-            }),
-            Lookup::Bogus { reason } => Err(Deferral {
-                status: SmtpStatus::CRYPTO_FAILURE_TEMP,
-                reason: format!("the MX look-up of {domain} is DNSSEC-bogus: {reason}"),
-            }),
-            Lookup::Failed { reason } => Err(Deferral {
-                status: SmtpStatus::DNS_FAILURE_TEMP,
-                reason: format!("the MX look-up of {domain} failed: {reason}"),
-            }),
-        }
+        policy::route(domain, &self.resolver.mx(domain).await)
     }
 
     /// Step 2 and 3 for one host.
