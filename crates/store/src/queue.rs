@@ -312,11 +312,14 @@ impl Queue for SqlStore {
     ) -> Result<Vec<QueuedMessage>> {
         let mut tx = self.write_tx().await?;
         let ids: Vec<String> = sqlx::query_scalar(
+            // Driven by the due recipients (index `queue_recipients_due`):
+            // the work is proportional to what is due, not to the history
+            // of delivered messages (a correlated EXISTS per message made
+            // every claim scan the whole table: quadratic under load).
             "SELECT m.id FROM queue_messages m \
-             WHERE (m.lease_until IS NULL OR m.lease_until <= $1) \
-               AND EXISTS (SELECT 1 FROM queue_recipients r \
-                           WHERE r.message_id = m.id AND r.state = 'pending' \
-                             AND r.next_attempt_at <= $1) \
+             WHERE m.id IN (SELECT r.message_id FROM queue_recipients r \
+                            WHERE r.state = 'pending' AND r.next_attempt_at <= $1) \
+               AND (m.lease_until IS NULL OR m.lease_until <= $1) \
              ORDER BY m.received_at, m.id \
              LIMIT $2",
         )
