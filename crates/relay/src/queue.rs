@@ -36,7 +36,7 @@ use mailtls_store::{
 };
 use mailtls_tls::TlsClient;
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::bounce::{self, DsnInput, FailedRecipient};
@@ -459,11 +459,17 @@ impl<S> Runner<S>
 where
     S: Queue + TlsMemory + Clone + Send + Sync + 'static,
 {
+    /// The continuous scheduler: keeps up to a batch of messages in
+    /// progress, and claims more as soon as one finishes, a message is
+    /// queued (`wake`), or a retry falls due — so one slow delivery never
+    /// holds back the others (as waiting for a whole pass would).
     async fn run(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
         let batch = batch_size(&self.config);
+        let lease = i64::try_from(LEASE.as_secs()).unwrap_or(i64::MAX);
+        let mut in_progress: JoinSet<PassReport> = JoinSet::new();
         let mut next_due: Option<i64> = None;
         loop {
-            // Registered before the pass, so a wake during it is not lost.
+            // Registered before claiming, so a wake meanwhile is not lost.
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -471,47 +477,60 @@ where
             if next_due.is_some_and(|t| t <= now) {
                 next_due = None;
             }
-            let pass = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                pass = self.run_pass(now) => pass,
-            };
-            let wait = match pass {
-                Ok(report) => {
-                    next_due = min_opt(next_due, report.next_due);
-                    if report.claimed >= batch {
-                        continue;
+            let free = batch.saturating_sub(in_progress.len());
+            let mut claimed = 0;
+            let mut wait = secs(MAX_IDLE);
+            if free > 0 {
+                match self.store.claim_due(now, lease, free).await {
+                    Ok(messages) => {
+                        claimed = messages.len();
+                        for msg in messages {
+                            let runner = self.clone();
+                            in_progress.spawn(async move { runner.process(&msg, now).await });
+                        }
                     }
-                    // The store knows retries this pass did not set: those of
-                    // an earlier run, or `mailtls queue retry` from a shell.
-                    match self.store.next_due().await {
-                        Ok(due) => next_due = min_opt(next_due, due),
-                        Err(e) => tracing::warn!(error = %e, "cannot read the next due time"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim due messages");
+                        wait = secs(STORE_RETRY);
                     }
-                    let idle = secs(MAX_IDLE);
-                    // A due recipient that this pass could not claim (leased
-                    // elsewhere) must not make the loop spin: wait a second.
-                    let floor = i64::from(report.claimed == 0);
-                    let until =
-                        next_due.map_or(idle, |t| t.saturating_sub(unix_now()).clamp(floor, idle));
-                    Duration::from_secs(u64::try_from(until).unwrap_or(0))
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot claim due messages");
-                    STORE_RETRY
-                }
-            };
+            }
+            if claimed > 0 && claimed == free {
+                continue; // more may be due: claim again while slots are free
+            }
+            // The store knows retries set elsewhere: by an earlier run, or by
+            // `mailtls queue retry` from a shell.
+            match self.store.next_due().await {
+                Ok(due) => next_due = min_opt(next_due, due),
+                Err(e) => tracing::warn!(error = %e, "cannot read the next due time"),
+            }
+            // A due recipient that could not be claimed (leased, or no free
+            // slot) must not make the loop spin: wait at least a second,
+            // unless a delivery in progress finishes first.
+            let until = next_due.map_or(wait, |t| t.saturating_sub(unix_now()).clamp(1, wait));
+            let sleep = tokio::time::sleep(Duration::from_secs(u64::try_from(until).unwrap_or(1)));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = &mut notified => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = sleep => {}
+                Some(done) = in_progress.join_next(), if !in_progress.is_empty() => {
+                    match done {
+                        Ok(report) => next_due = min_opt(next_due, report.next_due),
+                        Err(e) => tracing::error!(error = %e, "a delivery task ended abnormally"),
+                    }
+                }
             }
         }
+        // Deliveries cut short lose nothing: their leases are reset at the
+        // next start and the attempts repeated (at least once).
+        in_progress.shutdown().await;
         tracing::info!("queue runner stopped");
     }
 }
 
-/// Messages claimed per pass: twice the delivery slots, so that slots stay
-/// busy while bounding the message bodies held in memory at once.
+/// Messages in progress at once (and claimed per pass): twice the delivery
+/// slots, so that slots stay busy while bounding the message bodies held in
+/// memory at once.
 fn batch_size(config: &RelayConfig) -> usize {
     config.delivery_concurrency.max(1) * 2
 }
