@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use mailtls_core::memory::{MemoryEntry, MemoryKey};
 use mailtls_core::{Address, Level};
-use mailtls_store::{Queue, QueuedMessage, SqlStore, TlsMemory, Users};
+use mailtls_store::{Queue, QueuedMessage, RecipientState, SqlStore, TlsMemory, Users};
 use serde::Serialize;
 
 /// `mailtls user …`.
@@ -255,13 +255,17 @@ fn describe(message: &QueuedMessage, out: &mut impl Write) -> std::io::Result<()
             .as_deref()
             .map(|s| format!(" {s}"))
             .unwrap_or_default();
+        let next = if r.state == RecipientState::Pending {
+            format!(", next {}", stamp(r.next_attempt_at))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "  {} {}{status} after {} attempt(s), next {}{reason}",
+            "  {} {}{status} after {} attempt(s){next}{reason}",
             r.address,
             r.state.as_str(),
             r.attempts,
-            stamp(r.next_attempt_at)
         )?;
     }
     Ok(())

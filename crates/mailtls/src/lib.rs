@@ -156,6 +156,9 @@ async fn serve(file: &FileConfig, data_dir: &std::path::Path) -> ExitCode {
         Err(e) => return usage_error(&format!("cannot start the relay: {e}")),
     };
     let show = |addrs: &[std::net::SocketAddr]| {
+        if addrs.is_empty() {
+            return "(none)".to_owned();
+        }
         addrs
             .iter()
             .map(ToString::to_string)
@@ -229,9 +232,14 @@ fn init_tracing() {
             "warn,hickory_net=error,hickory_proto=error,hickory_resolver=error",
         )
     });
+    // Colour only on a terminal (a log file gets plain text), and never
+    // with NO_COLOR set (no-color.org).
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
