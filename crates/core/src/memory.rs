@@ -186,6 +186,25 @@ pub fn remember(
     (entry, alert)
 }
 
+/// How long a repeated, unchanged successful observation may go unwritten
+/// (seconds): the memory's `last_tls_at` is then at most this stale.
+pub const REFRESH_WINDOW: i64 = 60;
+
+/// Whether writing `next` after `previous` (written without an alert) would
+/// only refresh timestamps: same level, same TLS details, no failure, within
+/// `window` seconds. A busy relay skips such writes; any change (a new
+/// certificate, a drop, a failure) is always written, so alerts and the
+/// ratchet are never delayed on this node.
+pub fn is_refresh_only(previous: &Observation, next: &Observation, window: i64) -> bool {
+    previous.failure.is_none()
+        && next.failure.is_none()
+        && previous.level == next.level
+        && previous.protocol == next.protocol
+        && previous.cipher == next.cipher
+        && previous.cert_sha256 == next.cert_sha256
+        && (0..window).contains(&(next.at - previous.at))
+}
+
 fn describe(level: TlsLevel) -> &'static str {
     match level {
         TlsLevel::None => "no TLS",
@@ -255,6 +274,38 @@ mod tests {
         let (e1, _) = remember(None, &key, &obs(10, TlsLevel::Dane));
         let (_, alert) = remember(Some(&e1), &key, &obs(20, TlsLevel::Tls));
         assert!(alert.is_some());
+    }
+
+    #[test]
+    fn only_unchanged_successes_within_the_window_are_refreshes() {
+        let a = obs(100, TlsLevel::Tls);
+        assert!(is_refresh_only(
+            &a,
+            &obs(159, TlsLevel::Tls),
+            REFRESH_WINDOW
+        ));
+        assert!(
+            !is_refresh_only(&a, &obs(160, TlsLevel::Tls), REFRESH_WINDOW),
+            "window over"
+        );
+        assert!(
+            !is_refresh_only(&a, &obs(99, TlsLevel::Tls), REFRESH_WINDOW),
+            "older"
+        );
+        assert!(
+            !is_refresh_only(&a, &obs(110, TlsLevel::Dane), REFRESH_WINDOW),
+            "level changed"
+        );
+        assert!(
+            !is_refresh_only(&a, &obs(110, TlsLevel::None), REFRESH_WINDOW),
+            "a drop is always written"
+        );
+        let mut new_cert = obs(110, TlsLevel::Tls);
+        new_cert.cert_sha256 = Some("ff".into());
+        assert!(
+            !is_refresh_only(&a, &new_cert, REFRESH_WINDOW),
+            "new certificate"
+        );
     }
 
     #[test]

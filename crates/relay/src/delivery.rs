@@ -28,13 +28,15 @@
 //! core's decisions (the counter-example is a delivery function that decides
 //! between network reads).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailtls_core::SmtpStatus;
 use mailtls_core::dns::{Lookup, MAX_ADDRESSES_PER_HOST};
 use mailtls_core::level::TlsLevel;
-use mailtls_core::memory::{MemoryEntry, MemoryKey, Observation};
+use mailtls_core::memory::{MemoryEntry, MemoryKey, Observation, REFRESH_WINDOW, is_refresh_only};
 use mailtls_core::policy::{
     self, Decision, Deferral, HostPolicyFacts, Requirement, Route, TlsOutcome,
 };
@@ -163,7 +165,14 @@ pub struct Deliverer<M> {
     tls: TlsClient,
     memory: M,
     settings: DeliverySettings,
+    /// The last observation written per key (without an alert), so that a
+    /// busy relay does not rewrite an unchanged one every message
+    /// (`core::memory::is_refresh_only`).
+    written: Arc<Mutex<HashMap<MemoryKey, Observation>>>,
 }
+
+/// Keys remembered in [`Deliverer`]'s write cache before it starts afresh.
+const WRITTEN_CACHE_LIMIT: usize = 10_000;
 
 /// How trying one host ended.
 enum HostEnd {
@@ -201,6 +210,7 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
             tls,
             memory,
             settings,
+            written: Arc::default(),
         }
     }
 
@@ -586,6 +596,9 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
     async fn remember(&self, job: &DomainJob<'_>, host: &str, outcome: TlsOutcome<'_>) {
         let observation: Observation = policy::observation(outcome, unix_now());
         for key in [MemoryKey::host(host), MemoryKey::domain(job.domain)] {
+            if self.written_recently(&key, &observation) {
+                continue;
+            }
             match self.memory.record(&key, &observation).await {
                 Ok(Some(alert)) => tracing::warn!(
                     key = %alert.key,
@@ -594,9 +607,27 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
                     detail = %alert.detail,
                     "TLS memory alert: possible downgrade attack"
                 ),
-                Ok(None) => {}
+                Ok(None) => self.note_written(key, observation.clone()),
                 Err(e) => tracing::error!(%key, error = %e, "cannot record the TLS observation"),
             }
+        }
+    }
+
+    fn written_recently(&self, key: &MemoryKey, observation: &Observation) -> bool {
+        // A poisoned lock only loses the cache: write, as without it.
+        self.written.lock().is_ok_and(|written| {
+            written
+                .get(key)
+                .is_some_and(|previous| is_refresh_only(previous, observation, REFRESH_WINDOW))
+        })
+    }
+
+    fn note_written(&self, key: MemoryKey, observation: Observation) {
+        if let Ok(mut written) = self.written.lock() {
+            if written.len() >= WRITTEN_CACHE_LIMIT {
+                written.clear();
+            }
+            written.insert(key, observation);
         }
     }
 
