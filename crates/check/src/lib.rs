@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::future::join_all;
+use mailtls_core::clock::unix_seconds;
 use mailtls_core::dane::TlsaState;
 use mailtls_core::dns::{DnssecStatus, Lookup, mx_hosts};
 use mailtls_core::memory::{MemoryKey, Observation};
@@ -125,7 +126,7 @@ impl Checker {
         let facts = self.gather(target.domain()).await;
         let now = SystemTime::now();
         let report = mailtls_core::verdict(target, &facts, now);
-        record(memory, &facts, &report, unix(now)).await;
+        record(memory, &facts, &report, unix_seconds(now)).await;
         report
     }
 
@@ -267,9 +268,4 @@ async fn record<M: TlsMemory + Sync>(
             Err(e) => warn!(%key, error = %e, "could not record the probe in the TLS memory"),
         }
     }
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

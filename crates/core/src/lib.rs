@@ -8,6 +8,7 @@
 //!
 //! * [`level`]: the ordered transport-security scale (SPEC §1, §3).
 //! * [`address`]: parsing and IDNA normalisation of what a user types.
+//! * [`clock`]: time as the policy and the store count it (Unix seconds).
 //! * [`dns`]: DNS answers together with their DNSSEC status (RFC 4035).
 //! * [`dane`]: TLSA records and the RFC 7672 §2.2 rules for when they apply.
 //! * [`probe`]: what one STARTTLS probe of one address observed.
@@ -18,6 +19,7 @@
 //! * [`status`]: SMTP reply and enhanced status codes (RFC 5321, RFC 3463).
 
 pub mod address;
+pub mod clock;
 pub mod dane;
 pub mod dns;
 pub mod level;

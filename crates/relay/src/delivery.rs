@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mailtls_core::SmtpStatus;
 use mailtls_core::dns::{Lookup, MAX_ADDRESSES_PER_HOST};
@@ -836,13 +836,7 @@ fn log_attempt(
     );
 }
 
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub(crate) use mailtls_core::clock::unix_now;
 
 #[cfg(test)]
 mod tests {

@@ -115,11 +115,7 @@ fn create_private(path: &Path) -> Result<()> {
 }
 
 /// Seconds since the Unix epoch, for rows the caller gives no time for.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub(crate) use mailtls_core::clock::unix_now;
 
 #[cfg(test)]
 mod tests {

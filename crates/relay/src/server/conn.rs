@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mailtls_store::{NewMessage, Queue, Users};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -289,9 +289,7 @@ where
     S: Users + Queue + Clone + Send + Sync + 'static,
 {
     let id = Spool::new_id();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = mailtls_core::clock::unix_now();
     let header = received_header(&message.trace, &shared.session.hostname, &id, now);
     let size = (header.len() + message.body.len()) as u64;
     let mut writer = shared.spool.create(&id).await?;
