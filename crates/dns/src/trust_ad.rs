@@ -33,7 +33,7 @@ use hickory_net::proto::rr::{Name, RData, RecordType};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
-use hickory_net::xfer::FirstAnswer;
+use hickory_net::xfer::{DnsRequestSender, FirstAnswer};
 use hickory_net::{DnsHandle, NetError};
 use mailtls_core::dns::{Answer, DnssecStatus, Lookup};
 use tracing::debug;
@@ -86,15 +86,20 @@ impl AdClient {
         request
     }
 
+    /// One query over UDP, from a new randomly chosen port, with hickory's
+    /// time limit, retries and response checks (source, ID, question).
+    ///
+    /// The request goes straight to the UDP stream: a `Client` would add a
+    /// channel and a background task (spawned per query) that only hands
+    /// the request to the same `send_message`.
     async fn exchange_udp(&self, name: &Name, rtype: RecordType) -> Result<DnsResponse, NetError> {
-        let stream = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
+        let mut stream = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
             .with_timeout(Some(self.timeout))
             .build();
-        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
-        let background = tokio::spawn(background);
-        let response = client.send(Self::request(name, rtype)).first_answer().await;
-        background.abort();
-        response
+        stream
+            .send_message(Self::request(name, rtype))
+            .first_answer()
+            .await
     }
 
     async fn exchange_tcp(&self, name: &Name, rtype: RecordType) -> Result<DnsResponse, NetError> {
