@@ -21,8 +21,9 @@ use std::ptr;
 use foreign_types_shared::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ssl::{SslCipherRef, SslContextBuilder, SslRef};
-use openssl::x509::X509StoreContextRef;
+use openssl::x509::store::X509StoreRef;
 use openssl::x509::verify::X509VerifyParamRef;
+use openssl::x509::{X509Ref, X509StoreContextRef};
 use openssl_sys as sys;
 
 unsafe extern "C" {
@@ -280,4 +281,20 @@ pub(crate) fn store_ctx_param_mut(
     // as long as it, and the returned reference carries the context's
     // mutable borrow, so nothing else can reach it meanwhile.
     Some(unsafe { X509VerifyParamRef::from_ptr_mut(param) })
+}
+
+/// Adds a trusted certificate to a store that is already in use.
+///
+/// `X509_STORE_add_cert` takes the store's own lock and a reference to the
+/// certificate, so it may run while other threads verify against the same
+/// store; a certificate already in the store is not an error.
+pub(crate) fn store_add_cert(store: &X509StoreRef, cert: &X509Ref) -> Result<(), ErrorStack> {
+    // Safety: see the module docs; OpenSSL serialises changes to the store
+    // with its lock, and up-refs the certificate it keeps.
+    let rc = unsafe { sys::X509_STORE_add_cert(store.as_ptr(), cert.as_ptr()) };
+    if rc <= 0 {
+        Err(ErrorStack::get())
+    } else {
+        Ok(())
+    }
 }

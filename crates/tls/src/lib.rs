@@ -48,7 +48,6 @@ use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslVerifyMode,
     SslVersion,
 };
-use openssl::x509::store::X509Store;
 use openssl::x509::verify::X509CheckFlags;
 use openssl::x509::{X509StoreContextRef, X509VerifyResult};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -74,7 +73,7 @@ pub struct TlsClient {
 
 struct Inner {
     context: SslContext,
-    web_pki: X509Store,
+    web_pki: pkix::WebPki,
 }
 
 impl fmt::Debug for TlsClient {
