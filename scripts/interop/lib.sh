@@ -332,6 +332,33 @@ EOF
 
 # ------------------------------------------------------------- Postfix -----
 
+# The services every Postfix instance needs besides its listeners (shared
+# with scripts/relay/lib.sh).
+pf_master_common() {
+    cat <<'EOF'
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+virtual   unix  -       n       n       -       -       virtual
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOF
+}
+
 # postfix_start NAME ADDR tls|plain|legacy [HOSTNAME] : a Postfix instance
 # of its own (config, queue and data directories below $W/postfix/NAME) whose
 # only listener is smtpd on ADDR:25. It never accepts a recipient: probes
@@ -396,23 +423,7 @@ EOF
     # Only what smtpd needs; chroot off (the queue directory is not a jail
     # with /etc/services and friends).
     printf '%s:smtp inet n - n - - smtpd\n' "$addr" >"$p/etc/master.cf"
-    cat >>"$p/etc/master.cf" <<'EOF'
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-proxymap  unix  -       -       n       -       -       proxymap
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+    pf_master_common >>"$p/etc/master.cf"
     # Postfix logs to syslog or a tty; script(1) gives its complaints a tty.
     script -qec "postfix -c '$p/etc' check" /dev/null </dev/null || die "postfix check ($name)"
     postfix -c "$p/etc" start >/dev/null 2>&1 || { cat "$p/maillog" >&2; die "postfix start ($name)"; }

@@ -15,32 +15,6 @@
 # read or changed (except that pf_relay's daemons see $RESOLV as
 # /etc/resolv.conf, through a bind mount in a mount namespace of their own).
 
-# The services every instance needs besides its listeners.
-pf_master_common() {
-    cat <<'EOF'
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-virtual   unix  -       n       n       -       -       virtual
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-}
-
 # pf_main_common NAME HOST : the main.cf lines every instance shares.
 pf_main_common() {
     local p=$W/postfix/$1
