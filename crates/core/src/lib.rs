@@ -16,6 +16,7 @@
 //! * [`report`]: the JSON shape of a verdict, shared by CLI and API.
 //! * [`memory`]: the TLS memory's ratchet (SPEC §3).
 //! * [`policy`]: the outbound delivery requirement (SPEC §2).
+//! * [`sending`]: the secure alias and Encrypted Sending (SPEC §4).
 //! * [`status`]: SMTP reply and enhanced status codes (RFC 5321, RFC 3463).
 
 pub mod address;
@@ -27,6 +28,7 @@ pub mod memory;
 pub mod policy;
 pub mod probe;
 pub mod report;
+pub mod sending;
 pub mod status;
 pub mod verdict;
 

@@ -10,7 +10,11 @@
 //!    usable record must match. A failed TLSA look-up defers.
 //! 2. The TLS memory (SPEC §3): a host or domain that did TLS before must
 //!    do TLS again; a drop defers (and the memory raises the alert).
-//! 3. The sender's setting (SPEC §4): Encrypted Sending needs TLS.
+//! 3. The sender's setting (SPEC §4): Encrypted Sending needs TLS, and
+//!    its expert level may need DANE (a host without usable TLSA records
+//!    then fails permanently, `5.7.10`) or a valid certificate and a
+//!    minimum TLS version (judged after the handshake by
+//!    `sending::check_delivery`).
 //! 4. Opportunistic TLS (RFC 7435): always try STARTTLS; plaintext only to
 //!    a server that offers none (or, on a host never seen with TLS, after a
 //!    failed handshake, on a new connection: RFC 7435 §3 lets the client
@@ -28,6 +32,7 @@ use crate::dns::{DnssecStatus, Lookup, MxRecord, mx_hosts};
 use crate::level::TlsLevel;
 use crate::memory::{MemoryEntry, Observation};
 use crate::probe::{DaneCheck, ProbeOutcome, TlsFacts};
+use crate::sending::{MinLevel, SenderRequirement, check_delivery};
 use crate::status::SmtpStatus;
 
 /// Why TLS is mandatory without DANE authentication.
@@ -152,13 +157,31 @@ pub struct HostPolicyFacts<'a> {
     pub host_memory: Option<&'a MemoryEntry>,
     /// What the memory holds for the recipient domain.
     pub domain_memory: Option<&'a MemoryEntry>,
-    /// The sender has Encrypted Sending on (SPEC §4).
-    pub sender_requires_tls: bool,
+    /// What the sender's Encrypted Sending setting requires (SPEC §4).
+    pub sender: Option<&'a SenderRequirement>,
 }
 
 /// SPEC §2, rules 1–4 in order: the requirement for one host, or why it
-/// must be deferred without even connecting.
+/// must be deferred without even connecting. A sender who requires DANE
+/// (SPEC §4, expert) cannot be served by a host without usable TLSA
+/// records: that fails permanently with `5.7.10`.
 pub fn requirement(facts: &HostPolicyFacts<'_>) -> Result<Requirement, Deferral> {
+    let requirement = host_requirement(facts)?;
+    if let Some(sender) = facts.sender
+        && sender.min_level == MinLevel::Dane
+        && !matches!(requirement, Requirement::Dane { .. })
+    {
+        return Err(Deferral {
+            status: SmtpStatus::ENCRYPTION_NEEDED,
+            reason: format!(
+                "the server has no usable DNSSEC-signed TLSA records (not DANE ok); the sender requires {sender}"
+            ),
+        });
+    }
+    Ok(requirement)
+}
+
+fn host_requirement(facts: &HostPolicyFacts<'_>) -> Result<Requirement, Deferral> {
     match facts.addresses {
         Lookup::Found(_) => {}
         Lookup::Bogus { reason } => {
@@ -212,7 +235,7 @@ pub fn requirement(facts: &HostPolicyFacts<'_>) -> Result<Requirement, Deferral>
         return Ok(Requirement::Tls(TlsReason::DomainMemory { since }));
     }
     // Rule 3: the sender's setting.
-    if facts.sender_requires_tls {
+    if facts.sender.is_some() {
         return Ok(Requirement::Tls(TlsReason::Sender));
     }
     // Rule 4.
@@ -245,9 +268,50 @@ pub enum Decision {
     Defer(Deferral),
 }
 
-/// SPEC §2 applied to what the server did. `plaintext_retry` is true on the
-/// second connection of [`Decision::RetryPlaintext`] (no STARTTLS tried).
-pub fn decide(requirement: &Requirement, outcome: TlsOutcome<'_>) -> Decision {
+/// SPEC §2 applied to what the server did, then SPEC §4: a message whose
+/// sender requires encryption is sent only on a connection that meets the
+/// requirement; a server that offers no STARTTLS or does not meet it fails
+/// the message permanently there (`5.7.10`: the sender learns it at once
+/// instead of after the queue lifetime), while transient TLS failures defer.
+pub fn decide(
+    requirement: &Requirement,
+    sender: Option<&SenderRequirement>,
+    outcome: TlsOutcome<'_>,
+) -> Decision {
+    let decision = decide_transport(requirement, outcome);
+    let Some(sender) = sender else {
+        return decision;
+    };
+    match (decision, outcome) {
+        (Decision::Send(level), outcome) => {
+            let facts = match outcome {
+                TlsOutcome::Tls(facts) => Some(facts),
+                _ => None,
+            };
+            match check_delivery(sender, level, facts) {
+                Ok(()) => Decision::Send(level),
+                Err(reason) => Decision::Defer(Deferral {
+                    status: SmtpStatus::ENCRYPTION_NEEDED,
+                    reason,
+                }),
+            }
+        }
+        (Decision::Defer(_), TlsOutcome::NoStarttls)
+            if *requirement == Requirement::Tls(TlsReason::Sender) =>
+        {
+            Decision::Defer(Deferral {
+                status: SmtpStatus::ENCRYPTION_NEEDED,
+                reason: format!(
+                    "the server offers no STARTTLS (no SSL); the sender requires {sender}"
+                ),
+            })
+        }
+        (decision, _) => decision,
+    }
+}
+
+/// SPEC §2 alone: what the transport allows.
+fn decide_transport(requirement: &Requirement, outcome: TlsOutcome<'_>) -> Decision {
     let refused_tls = |what: String| {
         let why = match requirement {
             Requirement::Dane { .. } => "DANE TLSA records are published (RFC 7672)".to_owned(),
@@ -398,7 +462,7 @@ mod tests {
             tlsa,
             host_memory: host,
             domain_memory: None,
-            sender_requires_tls: false,
+            sender: None,
         }
     }
 
@@ -567,11 +631,13 @@ mod tests {
         };
         assert!(defers(&decide(
             &req,
+            None,
             TlsOutcome::Tls(&tls_facts(DaneCheck::Mismatch { reason: "x".into() }))
         )));
         assert_eq!(
             decide(
                 &req,
+                None,
                 TlsOutcome::Tls(&tls_facts(DaneCheck::Matched {
                     record: 0,
                     depth: 0
@@ -592,7 +658,7 @@ mod tests {
             TlsOutcome::StarttlsRefused("454"),
             TlsOutcome::HandshakeFailed("x"),
         ] {
-            assert!(defers(&decide(&req, outcome)));
+            assert!(defers(&decide(&req, None, outcome)));
         }
     }
 
@@ -623,7 +689,7 @@ mod tests {
     #[test]
     fn stripped_starttls_after_tls_defers_as_possible_downgrade() {
         let req = Requirement::Tls(TlsReason::HostMemory { since: 100 });
-        let Decision::Defer(d) = decide(&req, TlsOutcome::NoStarttls) else {
+        let Decision::Defer(d) = decide(&req, None, TlsOutcome::NoStarttls) else {
             panic!("defers")
         };
         assert_eq!(d.status, SmtpStatus::TLS_REQUIRED_TEMP);
@@ -639,11 +705,82 @@ mod tests {
     #[test]
     fn sender_setting_requires_tls() {
         let (a, t) = (addrs(), no_dane());
+        let sender = SenderRequirement::default();
         let f = HostPolicyFacts {
-            sender_requires_tls: true,
+            sender: Some(&sender),
             ..facts(&a, &t, None)
         };
         assert_eq!(requirement(&f), Ok(Requirement::Tls(TlsReason::Sender)));
+        // A server without STARTTLS fails the message for this sender
+        // (permanently: the provider cannot take it encrypted).
+        let Decision::Defer(d) = decide(
+            &Requirement::Tls(TlsReason::Sender),
+            Some(&sender),
+            TlsOutcome::NoStarttls,
+        ) else {
+            panic!("not sent")
+        };
+        assert_eq!(d.status, SmtpStatus::ENCRYPTION_NEEDED);
+        assert!(d.reason.contains("no STARTTLS"), "{}", d.reason);
+        // A failed handshake may be transient: it defers.
+        assert!(matches!(
+            decide(&Requirement::Tls(TlsReason::Sender), Some(&sender), TlsOutcome::HandshakeFailed("x")),
+            Decision::Defer(d) if d.status.is_temporary()
+        ));
+    }
+
+    #[test]
+    fn sender_requiring_dane_fails_hosts_without_tlsa() {
+        let sender = SenderRequirement {
+            min_level: MinLevel::Dane,
+            min_tls: None,
+        };
+        let (a, t) = (addrs(), no_dane());
+        let f = HostPolicyFacts {
+            sender: Some(&sender),
+            ..facts(&a, &t, None)
+        };
+        let err = requirement(&f).expect_err("no DANE, no delivery");
+        assert_eq!(err.status, SmtpStatus::ENCRYPTION_NEEDED);
+        // With a usable TLSA record the requirement is DANE, and a match sends.
+        let t = published(3);
+        let f = HostPolicyFacts {
+            sender: Some(&sender),
+            ..facts(&a, &t, None)
+        };
+        let req = requirement(&f).expect("DANE");
+        assert!(matches!(req, Requirement::Dane { .. }));
+        let matched = tls_facts(DaneCheck::Matched {
+            record: 0,
+            depth: 0,
+        });
+        assert_eq!(
+            decide(&req, Some(&sender), TlsOutcome::Tls(&matched)),
+            Decision::Send(TlsLevel::Dane)
+        );
+    }
+
+    #[test]
+    fn sender_minimum_tls_version_is_judged_after_the_handshake() {
+        let sender = SenderRequirement {
+            min_level: MinLevel::Tls,
+            min_tls: Some(crate::sending::TlsVersion::Tls13),
+        };
+        let mut old = tls_facts(DaneCheck::NotAttempted);
+        old.version = "TLSv1.2".into();
+        let req = Requirement::Tls(TlsReason::Sender);
+        assert!(matches!(
+            decide(&req, Some(&sender), TlsOutcome::Tls(&old)),
+            Decision::Defer(d) if d.status == SmtpStatus::ENCRYPTION_NEEDED
+        ));
+        assert_eq!(
+            decide(
+                &req,
+                Some(&sender),
+                TlsOutcome::Tls(&tls_facts(DaneCheck::NotAttempted))
+            ),
+            Decision::Send(TlsLevel::Tls)
+        );
     }
 
     // --- RFC 7435: opportunistic --------------------------------------------------
@@ -671,15 +808,19 @@ mod tests {
     fn opportunistic_sends_plaintext_only_without_starttls() {
         let req = Requirement::Opportunistic;
         assert_eq!(
-            decide(&req, TlsOutcome::NoStarttls),
+            decide(&req, None, TlsOutcome::NoStarttls),
             Decision::Send(TlsLevel::None)
         );
         assert_eq!(
-            decide(&req, TlsOutcome::StarttlsRefused("454 4.7.0")),
+            decide(&req, None, TlsOutcome::StarttlsRefused("454 4.7.0")),
             Decision::Send(TlsLevel::None)
         );
         assert_eq!(
-            decide(&req, TlsOutcome::Tls(&tls_facts(DaneCheck::NotAttempted))),
+            decide(
+                &req,
+                None,
+                TlsOutcome::Tls(&tls_facts(DaneCheck::NotAttempted))
+            ),
             Decision::Send(TlsLevel::Tls)
         );
     }
@@ -689,6 +830,7 @@ mod tests {
         assert_eq!(
             decide(
                 &Requirement::Opportunistic,
+                None,
                 TlsOutcome::HandshakeFailed("alert")
             ),
             Decision::RetryPlaintext

@@ -58,6 +58,10 @@ impl SmtpStatus {
     pub const UNREACHABLE_TEMP: SmtpStatus = SmtpStatus::new(451, 4, 4, 1);
     /// RFC 3463: X.4.7 "Delivery time expired".
     pub const EXPIRED: SmtpStatus = SmtpStatus::new(550, 5, 4, 7);
+    /// RFC 5248 (registered X.7.10) "Encryption Needed", permanent: the
+    /// sender's Encrypted Sending setting, or a secure alias reached
+    /// without TLS (SPEC §4).
+    pub const ENCRYPTION_NEEDED: SmtpStatus = SmtpStatus::new(550, 5, 7, 10);
 }
 
 impl fmt::Display for SmtpStatus {

@@ -238,10 +238,9 @@ fn describe(message: &QueuedMessage, out: &mut impl Write) -> std::io::Result<()
         message.id,
         message.size,
         stamp(message.received_at),
-        if message.require_tls {
-            "  (TLS required)"
-        } else {
-            ""
+        match message.sender_requirement {
+            Some(r) => format!("  (the sender requires {r})"),
+            None => String::new(),
         }
     )?;
     for r in &message.recipients {

@@ -20,6 +20,7 @@ use mailtls_core::Domain;
 use mailtls_dns::{DnsConfig, DnsMode};
 use mailtls_relay::RelayConfig;
 use mailtls_relay::config::{Network, TlsIdentity};
+use mailtls_relay::local::{LmtpTarget, MailStore};
 use mailtls_smtp::ProbeConfig;
 use serde::Deserialize;
 
@@ -275,7 +276,8 @@ impl FileConfig {
             .local_domains
             .iter()
             .flatten()
-            .chain(&inbound.secure_domain)
+            // An empty secure_domain switches the secure alias off.
+            .chain(inbound.secure_domain.iter().filter(|d| !d.is_empty()))
         {
             Domain::parse(domain).map_err(|e| format!("[smtp.inbound]: domain '{domain}': {e}"))?;
         }
@@ -300,10 +302,8 @@ impl FileConfig {
             );
         }
         let lmtp = self.delivery.lmtp.as_deref().unwrap_or("");
-        if !lmtp.is_empty() && !lmtp.starts_with('/') && lmtp.parse::<SocketAddr>().is_err() {
-            return Err(format!(
-                "[delivery] lmtp: '{lmtp}' is neither IP:PORT nor an absolute socket path"
-            ));
+        if !lmtp.is_empty() {
+            LmtpTarget::parse(lmtp).map_err(|e| format!("[delivery] lmtp: {e}"))?;
         }
         let url = self.store.url.as_deref().unwrap_or("");
         let known_scheme = ["postgres://", "postgresql://", "sqlite:"]
@@ -396,9 +396,15 @@ pub fn relay_config(file: &FileConfig, data_dir: &Path) -> Result<RelayConfig, C
         .map(|(addr, prefix)| Network { addr, prefix })
         .collect();
     let relay = &file.relay;
+    let (local_domains, secure_domain) = mail_domains(file, &check.probe.helo_name);
     Ok(RelayConfig {
         hostname: check.probe.helo_name.clone(),
         data_dir: data_dir.to_owned(),
+        inbound_listen: listen(&file.smtp.inbound.listen, DEFAULT_INBOUND),
+        local_domains,
+        secure_domain,
+        mail_store: MailStore::from_setting(data_dir, file.delivery.lmtp.as_deref().unwrap_or(""))
+            .map_err(|e| ConfigError::Invalid(format!("[delivery] lmtp: {e}")))?,
         submission_listen: listen(&file.smtp.submission.listen, DEFAULT_SUBMISSION),
         submission_tls_listen: listen(&file.smtp.submission.listen_tls, DEFAULT_SUBMISSION_TLS),
         trusted_networks,
@@ -418,6 +424,30 @@ pub fn relay_config(file: &FileConfig, data_dir: &Path) -> Result<RelayConfig, C
     })
 }
 
+/// The local domains (lower-case A-labels; default: the hostname) and the
+/// secure domain (default: `secure.` + the first local domain; SPEC §4).
+/// Stage 1 validated each name.
+pub fn mail_domains(file: &FileConfig, hostname: &str) -> (Vec<String>, Option<String>) {
+    let a_label = |name: &str| {
+        Domain::parse(name)
+            .map(|d| d.as_str().trim_end_matches('.').to_ascii_lowercase())
+            .unwrap_or_else(|_| name.to_ascii_lowercase())
+    };
+    let inbound = &file.smtp.inbound;
+    let local: Vec<String> = match &inbound.local_domains {
+        Some(list) => list.iter().map(|d| a_label(d)).collect(),
+        None => vec![a_label(hostname)],
+    };
+    let secure = match &inbound.secure_domain {
+        Some(name) if name.is_empty() => None,
+        Some(name) => Some(a_label(name)),
+        None => local.first().map(|d| format!("secure.{d}")),
+    };
+    (local, secure)
+}
+
+/// SPEC §5 embedded default: the inbound MX on loopback only.
+const DEFAULT_INBOUND: &str = "127.0.0.1:25";
 /// SPEC §5 embedded default: submission on loopback only.
 const DEFAULT_SUBMISSION: &str = "127.0.0.1:587";
 /// SPEC §5 embedded default: implicit-TLS submission on loopback only.

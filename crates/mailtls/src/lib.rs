@@ -8,13 +8,14 @@
 //! Exit status: 0 when every input was checked, 1 when any input was not a
 //! valid address, 2 on a usage or configuration error.
 //!
-//! `serve` runs the relay (issue #3); `user`, `memory` and `queue` manage
-//! its state. The binary (`src/main.rs`) only calls [`run`].
+//! `serve` runs the relay and the inbound MX (issues #3, #4); `user`,
+//! `settings`, `memory` and `queue` manage its state. The binary (`src/main.rs`) only calls [`run`].
 
 pub mod admin;
 pub mod config;
 pub mod output;
 pub mod scan;
+pub mod settings;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -56,9 +57,10 @@ enum Command {
     Check(CheckArgs),
     /// Check every domain or address in a file (one per line), concurrently.
     Scan(scan::ScanArgs),
-    /// Run the relay: submission listeners (587 STARTTLS, 465 implicit TLS),
-    /// the durable queue and the delivery workers (SPEC §2). Without a
-    /// config file: SQLite in the data directory, listeners on loopback.
+    /// Run mailtls: the inbound MX (25), submission (587 STARTTLS, 465
+    /// implicit TLS), the durable queue, delivery (SPEC §2) and local
+    /// delivery (Maildir or LMTP). Without a config file: SQLite in the
+    /// data directory, listeners on loopback.
     Serve,
     /// Manage accounts.
     #[command(subcommand)]
@@ -69,6 +71,10 @@ enum Command {
     /// Inspect and manage the outbound queue.
     #[command(subcommand)]
     Queue(admin::QueueCommand),
+    /// Show and change a user's settings: Encrypted Sending and the secure
+    /// alias (SPEC §4).
+    #[command(subcommand)]
+    Settings(settings::SettingsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,6 +129,16 @@ pub fn run() -> ExitCode {
                 admin::memory(&s, command).await
             }))
         }
+        Command::Settings(command) => {
+            let hostname = match config::check_config(&file, &CheckFlags::default()) {
+                Ok(check) => check.probe.helo_name,
+                Err(e) => return usage_error(&e),
+            };
+            let (_, secure_domain) = config::mail_domains(&file, &hostname);
+            runtime.block_on(with_store(&file, &data_dir, |s| async move {
+                settings::run(&s, secure_domain.as_deref(), command).await
+            }))
+        }
         Command::Queue(command) => {
             let dir = data_dir.clone();
             runtime.block_on(with_store(&file, &data_dir, |s| async move {
@@ -166,13 +182,15 @@ async fn serve(file: &FileConfig, data_dir: &std::path::Path) -> ExitCode {
             .join(" ")
     };
     tracing::info!(
+        inbound = %show(relay.inbound_addrs()),
         submission = %show(relay.submission_addrs()),
         submission_tls = %show(relay.submission_tls_addrs()),
         data_dir = %data_dir.display(),
         "mailtls serve: ready"
     );
     eprintln!(
-        "mailtls serve: submission (STARTTLS) on {}, implicit TLS on {}, data in {}",
+        "mailtls serve: inbound MX on {}, submission (STARTTLS) on {}, implicit TLS on {}, data in {}",
+        show(relay.inbound_addrs()),
         show(relay.submission_addrs()),
         show(relay.submission_tls_addrs()),
         data_dir.display()

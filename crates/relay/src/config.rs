@@ -59,6 +59,14 @@ pub struct RelayConfig {
     pub hostname: String,
     /// Where the spool lives (`<data_dir>/spool`).
     pub data_dir: PathBuf,
+    /// The inbound MX with STARTTLS (25 in production; SPEC §5).
+    pub inbound_listen: Vec<SocketAddr>,
+    /// Domains whose users' mail is delivered here (lower-case A-labels).
+    pub local_domains: Vec<String>,
+    /// The secure domain of SPEC §4 (lower-case A-label), if any.
+    pub secure_domain: Option<String>,
+    /// Where mail for local users goes: a Maildir per user, or LMTP.
+    pub mail_store: crate::local::MailStore,
     /// Submission with STARTTLS (587 in production).
     pub submission_listen: Vec<SocketAddr>,
     /// Submission with implicit TLS (465 in production).

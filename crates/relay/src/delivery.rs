@@ -41,6 +41,7 @@ use mailtls_core::policy::{
     self, Decision, Deferral, HostPolicyFacts, Requirement, Route, TlsOutcome,
 };
 use mailtls_core::probe::{DaneCheck, TlsFacts, is_restricted_address};
+use mailtls_core::sending::SenderRequirement;
 use mailtls_dns::MailResolver;
 use mailtls_smtp::transaction::{Envelope, RecipientResult, StepTimes, send_mail};
 use mailtls_smtp::{Extensions, ReplyCode, SmtpClient, SmtpError, Starttls, Timeouts};
@@ -98,8 +99,8 @@ pub struct DomainJob<'a> {
     pub sender: &'a str,
     /// The pending recipients at this domain.
     pub recipients: &'a [String],
-    /// The sender's Encrypted Sending setting (SPEC §4).
-    pub require_tls: bool,
+    /// What the sender's Encrypted Sending requires (SPEC §4).
+    pub sender_requirement: Option<SenderRequirement>,
     /// The message as spooled.
     pub message: &'a [u8],
 }
@@ -316,7 +317,7 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
             tlsa: &tlsa,
             host_memory: host_memory.as_ref(),
             domain_memory: domain_memory.as_ref(),
-            sender_requires_tls: job.require_tls,
+            sender: job.sender_requirement.as_ref(),
         })
     }
 
@@ -363,7 +364,7 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
             (Session::Plain(client, extensions), TlsExchange::NoStarttls)
         };
         let outcome = tls_outcome.as_policy(&session);
-        let decision = policy::decide(requirement, outcome);
+        let decision = policy::decide(requirement, job.sender_requirement.as_ref(), outcome);
         if try_tls {
             self.remember(job, host, outcome).await;
         }

@@ -5,9 +5,10 @@
 //! connection must be (SPEC §2, decided by `mailtls_core::policy`), and keeps
 //! that promise. Like Postfix, it is small parts that each own one job:
 //!
-//! * [`server`]: the submission listeners (587 STARTTLS, 465 implicit TLS):
-//!   SMTP sessions, AUTH, limits, the security floor of SPEC §7; accepted
-//!   mail goes to the [`spool`] and the queue before the `250`.
+//! * [`server`]: the SMTP listeners — submission (587 STARTTLS, 465
+//!   implicit TLS) and the inbound MX (25): SMTP sessions, AUTH, the secure
+//!   alias's rules (SPEC §4), limits, the security floor of SPEC §7;
+//!   accepted mail goes to the [`spool`] and the queue before the `250`.
 //! * [`spool`]: message bodies on disk, fsynced (a `250` is a promise).
 //! * [`queue`]: the scheduler: which messages are due, leases, retries with
 //!   backoff, the queue lifetime.
@@ -15,12 +16,15 @@
 //!   the TLS memory, the requirement, STARTTLS, the decision, the SMTP
 //!   transaction, what is recorded.
 //! * [`bounce`]: delivery status notifications (RFC 3464).
+//! * [`local`]: inbound mail for our own users into their mail store: a
+//!   Maildir per user under the data directory, or LMTP (RFC 2033).
 //! * [`config`]: what the relay needs, validated.
 
 pub mod bounce;
 pub mod config;
 pub mod date;
 pub mod delivery;
+pub mod local;
 pub mod queue;
 pub mod server;
 pub mod spool;
@@ -31,7 +35,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mailtls_dns::MailResolver;
-use mailtls_store::{Queue, TlsMemory, Users};
 use mailtls_tls::TlsClient;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +58,7 @@ impl Relay {
         tls: TlsClient,
     ) -> std::io::Result<Relay>
     where
-        S: Users + Queue + TlsMemory + Clone + Send + Sync + 'static,
+        S: server::ServerStore,
     {
         let spool = spool::Spool::open(&config.data_dir)?;
         let wake = Arc::new(Notify::new());
@@ -92,6 +95,11 @@ impl Relay {
     /// The bound implicit-TLS submission addresses.
     pub fn submission_tls_addrs(&self) -> &[SocketAddr] {
         self.listeners.submission_tls_addrs()
+    }
+
+    /// The bound inbound MX addresses.
+    pub fn inbound_addrs(&self) -> &[SocketAddr] {
+        self.listeners.inbound_addrs()
     }
 
     /// Stops accepting, tells open sessions `421`, lets deliveries in

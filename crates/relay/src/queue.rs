@@ -3,9 +3,11 @@
 //!
 //! A pass ([`Runner::run_pass`]) claims due messages from the store (a
 //! lease, so that a message is worked on once at a time), delivers each
-//! one's due recipients grouped by domain ([`crate::delivery`]), at most
-//! `delivery_concurrency` domain deliveries at once, and records one outcome
-//! per recipient:
+//! one's due recipients grouped by domain — remote domains over SMTP
+//! ([`crate::delivery`]), the local domains and the secure domain to the
+//! mail store ([`crate::local`]: Maildir or LMTP; a secure alias is the
+//! mailbox of its owner) — at most `delivery_concurrency` domain deliveries
+//! at once, and records one outcome per recipient:
 //!
 //! * a deferral is retried after `retry_base`, doubling per attempt up to
 //!   `retry_max` (RFC 5321 §4.5.4.1: retry, with the interval the sender's
@@ -28,11 +30,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use mailtls_core::Address;
 use mailtls_core::SmtpStatus;
 use mailtls_dns::MailResolver;
 use mailtls_store::{
-    NewMessage, Queue, QueuedMessage, QueuedRecipient, RecipientOutcome, RecipientState,
-    StoreError, TlsMemory,
+    NewMessage, QueuedMessage, QueuedRecipient, RecipientOutcome, RecipientState, StoreError,
 };
 use mailtls_tls::TlsClient;
 use tokio::sync::{Notify, Semaphore};
@@ -42,6 +44,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bounce::{self, DsnInput, FailedRecipient};
 use crate::config::RelayConfig;
 use crate::delivery::{Deliverer, DeliverySettings, DomainJob, Outcome, RecipientReport, unix_now};
+use crate::local::{LocalOutcome, LocalRecipient};
+use crate::server::ServerStore;
 use crate::spool::Spool;
 
 /// How long a claimed message stays leased: longer than any one attempt
@@ -85,7 +89,7 @@ pub struct Runner<S> {
 
 impl<S> Runner<S>
 where
-    S: Queue + TlsMemory + Clone + Send + Sync + 'static,
+    S: ServerStore,
 {
     /// A runner over the shared store (queue and TLS memory), spool,
     /// resolver and TLS client.
@@ -199,12 +203,15 @@ where
             // Invariant: the semaphore is never closed, so acquire succeeds;
             // were it closed, delivering without a slot is still correct.
             let _slot = self.slots.acquire().await.ok();
+            if self.is_local(domain) {
+                return self.deliver_local(msg, domain, recipients, body).await;
+            }
             let job = DomainJob {
                 message_id: &msg.id,
                 domain,
                 sender: &msg.sender,
                 recipients: recipients.as_slice(),
-                require_tls: msg.require_tls,
+                sender_requirement: msg.sender_requirement,
                 message: body,
             };
             self.deliverer.deliver_domain(&job).await
@@ -213,6 +220,113 @@ where
             reports.extend(domain_reports);
         }
         reports
+    }
+
+    /// Whether mail for `domain` is ours: a local domain or the secure one.
+    fn is_local(&self, domain: &str) -> bool {
+        self.config.local_domains.iter().any(|d| d == domain)
+            || self.config.secure_domain.as_deref() == Some(domain)
+    }
+
+    /// Local delivery of one domain's recipients to the mail store. A
+    /// secure alias's mail goes to its owner's mailbox; an alias switched
+    /// off since the mail was accepted fails with `5.1.1`.
+    async fn deliver_local(
+        &self,
+        msg: &QueuedMessage,
+        domain: &str,
+        recipients: &[String],
+        body: &[u8],
+    ) -> Vec<RecipientReport> {
+        let secure = self.config.secure_domain.as_deref() == Some(domain);
+        let mut reports: Vec<Option<RecipientReport>> = vec![None; recipients.len()];
+        let mut local = Vec::new();
+        let mut positions = Vec::new();
+        for (i, rcpt) in recipients.iter().enumerate() {
+            let mailbox = match Address::parse(rcpt) {
+                Err(_) => Err(Outcome::Failed {
+                    status: SmtpStatus::new(550, 5, 1, 3),
+                    reason: format!("'{rcpt}' is not a valid address"),
+                    remote_reply: false,
+                }),
+                Ok(address) if secure => match self.store.alias_owner(address.local_part()).await {
+                    Ok(Some(owner)) => Ok(owner.address),
+                    Ok(None) => Err(Outcome::Failed {
+                        status: SmtpStatus::new(550, 5, 1, 1),
+                        reason: format!("the secure alias {rcpt} does not exist (any more)"),
+                        remote_reply: false,
+                    }),
+                    Err(e) => Err(Outcome::Deferred {
+                        status: LOCAL_TEMP,
+                        reason: format!("the secure alias cannot be looked up: {e}"),
+                    }),
+                },
+                Ok(address) => Ok(address.to_string()),
+            };
+            match mailbox {
+                Ok(mailbox) => {
+                    local.push(LocalRecipient {
+                        mailbox,
+                        original: rcpt.clone(),
+                    });
+                    positions.push(i);
+                }
+                Err(outcome) => {
+                    reports[i] = Some(RecipientReport {
+                        recipient: rcpt.clone(),
+                        outcome,
+                        remote_mta: None,
+                    })
+                }
+            }
+        }
+        if !local.is_empty() {
+            let outcomes = self
+                .config
+                .mail_store
+                .deliver(
+                    &msg.id,
+                    &msg.sender,
+                    &local,
+                    body,
+                    &self.config.hostname,
+                    self.config.smtp_timeout,
+                )
+                .await;
+            for ((i, r), outcome) in positions.into_iter().zip(&local).zip(outcomes) {
+                let outcome = match outcome {
+                    LocalOutcome::Delivered { detail } => Outcome::Delivered { detail },
+                    LocalOutcome::Deferred { status, reason } => {
+                        Outcome::Deferred { status, reason }
+                    }
+                    LocalOutcome::Failed { status, reason } => Outcome::Failed {
+                        status,
+                        reason,
+                        remote_reply: false,
+                    },
+                };
+                tracing::info!(message = %msg.id, recipient = %r.original, mailbox = %r.mailbox, ?outcome, "local delivery");
+                reports[i] = Some(RecipientReport {
+                    recipient: r.original.clone(),
+                    outcome,
+                    remote_mta: None,
+                });
+            }
+        }
+        reports
+            .into_iter()
+            .zip(recipients)
+            .map(|(report, rcpt)| {
+                report.unwrap_or_else(|| RecipientReport {
+                    recipient: rcpt.clone(),
+                    outcome: Outcome::Deferred {
+                        status: LOCAL_TEMP,
+                        reason: "the mail store gave no answer for this recipient".into(),
+                    },
+                    remote_mta: None,
+                })
+            })
+            .collect()
     }
 
     /// Turns reports into stored outcomes (backoff, lifetime), queues the
@@ -387,7 +501,7 @@ where
                 received_at: now,
                 auth_user: None,
                 client: format!("DSN for {}", msg.id),
-                require_tls: false,
+                sender_requirement: None,
             })
             .await?;
         tracing::info!(message = %msg.id, dsn = %id, to = %msg.sender, failed = failed.len(), "DSN queued");
@@ -440,7 +554,7 @@ impl QueueRunner {
         shutdown: CancellationToken,
     ) -> QueueHandle
     where
-        S: Queue + TlsMemory + Clone + Send + Sync + 'static,
+        S: ServerStore,
     {
         let runner = Runner::new(config, store, spool, resolver, tls);
         let task = tokio::spawn(async move {
@@ -457,7 +571,7 @@ impl QueueRunner {
 
 impl<S> Runner<S>
 where
-    S: Queue + TlsMemory + Clone + Send + Sync + 'static,
+    S: ServerStore,
 {
     /// The continuous scheduler: keeps up to a batch of messages in
     /// progress, and claims more as soon as one finishes, a message is

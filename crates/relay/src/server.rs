@@ -1,6 +1,8 @@
-//! The submission listeners (SPEC §5): 587 with STARTTLS (RFC 3207,
+//! The SMTP listeners (SPEC §5): submission on 587 with STARTTLS (RFC 3207,
 //! RFC 6409) and 465 with implicit TLS (RFC 8314), SMTP AUTH only over TLS
-//! (RFC 4954), never an open relay, and the security floor of SPEC §7.
+//! (RFC 4954); the inbound MX on 25 with STARTTLS, for the local domains
+//! and the secure domain (SPEC §4); never an open relay, and the security
+//! floor of SPEC §7 on every one of them.
 //!
 //! The shape is mini-redis's: one accept loop per bound address, a
 //! semaphore for the connection limit, a shutdown signal passed down to
@@ -36,6 +38,7 @@
 pub mod command;
 mod conn;
 pub mod framing;
+pub mod headers;
 pub mod reply;
 pub mod sasl;
 pub mod session;
@@ -47,7 +50,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailtls_store::{Queue, Users};
+use mailtls_store::{Queue, Settings, TlsMemory, Users};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -57,7 +60,7 @@ use tracing::{info, warn};
 
 pub use command::{Command, parse_command};
 pub use reply::{Refusal, Reply};
-pub use session::{Session, SessionConfig};
+pub use session::{Role, Session, SessionConfig};
 pub use tls::{TlsSetupError, generate_self_signed, server_tls_config};
 
 use crate::config::RelayConfig;
@@ -72,13 +75,26 @@ pub const MAX_AUTH_FAILURES: usize = 3;
 /// Pause before a `535` (slows password guessing).
 pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
-/// The submission listeners; see [`Listeners::start`].
+/// What the listeners need of the store: accounts, the queue, the
+/// Encrypted Sending settings and the TLS memory (SPEC §4's checks).
+pub trait ServerStore:
+    Users + Queue + Settings + TlsMemory + Clone + Send + Sync + 'static
+{
+}
+
+impl<S> ServerStore for S where
+    S: Users + Queue + Settings + TlsMemory + Clone + Send + Sync + 'static
+{
+}
+
+/// The SMTP listeners; see [`Listeners::start`].
 #[derive(Debug)]
 pub struct Listeners;
 
 impl Listeners {
-    /// Binds every `submission_listen` (plaintext, STARTTLS offered) and
-    /// `submission_tls_listen` (implicit TLS) address and starts serving.
+    /// Binds every `submission_listen` (plaintext, STARTTLS offered),
+    /// `submission_tls_listen` (implicit TLS) and `inbound_listen` (the MX,
+    /// STARTTLS offered) address and starts serving.
     /// Returns once all are bound; fails if one cannot be bound or the TLS
     /// identity does not load. Serving stops when `shutdown` is cancelled:
     /// no new connections, and open sessions get `421 4.3.2` at their next
@@ -91,63 +107,78 @@ impl Listeners {
         shutdown: CancellationToken,
     ) -> io::Result<RunningListeners>
     where
-        S: Users + Queue + Clone + Send + Sync + 'static,
+        S: ServerStore,
     {
         let tls = server_tls_config(&config.tls).map_err(io::Error::other)?;
-        let shared = Arc::new(Shared {
-            session: Arc::new(SessionConfig {
-                hostname: config.hostname.clone(),
-                max_message_size: config.max_message_size,
-                max_recipients: config.max_recipients,
-                max_errors: MAX_ERRORS,
-                max_auth_failures: MAX_AUTH_FAILURES,
-                auth_failure_delay: AUTH_FAILURE_DELAY,
-            }),
-            store,
-            spool,
-            wake,
-            acceptor: TlsAcceptor::from(tls),
-            idle_timeout: config.idle_timeout,
-            trusted: config.trusted_networks.clone(),
-            shutdown: shutdown.clone(),
-        });
+        let acceptor = TlsAcceptor::from(tls);
+        let shared = |role: Role| {
+            Arc::new(Shared {
+                session: Arc::new(SessionConfig {
+                    hostname: config.hostname.clone(),
+                    max_message_size: config.max_message_size,
+                    max_recipients: config.max_recipients,
+                    max_errors: MAX_ERRORS,
+                    max_auth_failures: MAX_AUTH_FAILURES,
+                    auth_failure_delay: AUTH_FAILURE_DELAY,
+                    role,
+                    local_domains: config.local_domains.clone(),
+                    secure_domain: config.secure_domain.clone(),
+                }),
+                store: store.clone(),
+                spool: spool.clone(),
+                wake: wake.clone(),
+                acceptor: acceptor.clone(),
+                idle_timeout: config.idle_timeout,
+                // The MX takes mail for us from anyone; trust only matters
+                // for relaying, which is submission's job.
+                trusted: match role {
+                    Role::Submission => config.trusted_networks.clone(),
+                    Role::Inbound => Vec::new(),
+                },
+                shutdown: shutdown.clone(),
+            })
+        };
+        let submission = shared(Role::Submission);
+        let inbound = shared(Role::Inbound);
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let tracker = TaskTracker::new();
-        let mut plain = Vec::new();
-        let mut implicit = Vec::new();
+        let mut running = RunningListeners {
+            plain: Vec::new(),
+            implicit: Vec::new(),
+            inbound: Vec::new(),
+            tracker: tracker.clone(),
+        };
         let mut bound = Vec::new();
-        for (addrs, implicit_tls) in [
-            (&config.submission_listen, false),
-            (&config.submission_tls_listen, true),
+        for (addrs, implicit_tls, shared) in [
+            (&config.submission_listen, false, &submission),
+            (&config.submission_tls_listen, true, &submission),
+            (&config.inbound_listen, false, &inbound),
         ] {
             for addr in addrs {
                 let listener = TcpListener::bind(addr).await?;
                 let local = listener.local_addr()?;
-                info!(addr = %local, implicit_tls, "submission listening");
-                if implicit_tls {
-                    implicit.push(local)
-                } else {
-                    plain.push(local)
+                let role = shared.session.role;
+                info!(addr = %local, implicit_tls, ?role, "SMTP listening");
+                match (role, implicit_tls) {
+                    (Role::Inbound, _) => running.inbound.push(local),
+                    (Role::Submission, true) => running.implicit.push(local),
+                    (Role::Submission, false) => running.plain.push(local),
                 }
-                bound.push((listener, implicit_tls));
+                bound.push((listener, implicit_tls, shared.clone()));
             }
         }
-        for (listener, implicit_tls) in bound {
+        for (listener, implicit_tls, shared) in bound {
             tracker.spawn(accept_loop(
                 listener,
                 implicit_tls,
-                shared.clone(),
+                shared,
                 limit.clone(),
                 tracker.clone(),
                 shutdown.clone(),
             ));
         }
         tracker.close();
-        Ok(RunningListeners {
-            plain,
-            implicit,
-            tracker,
-        })
+        Ok(running)
     }
 }
 
@@ -156,6 +187,7 @@ impl Listeners {
 pub struct RunningListeners {
     plain: Vec<SocketAddr>,
     implicit: Vec<SocketAddr>,
+    inbound: Vec<SocketAddr>,
     tracker: TaskTracker,
 }
 
@@ -171,9 +203,19 @@ impl RunningListeners {
         &self.implicit
     }
 
-    /// Every bound address, STARTTLS ones first.
+    /// The bound inbound MX addresses.
+    pub fn inbound_addrs(&self) -> &[SocketAddr] {
+        &self.inbound
+    }
+
+    /// Every bound address: submission STARTTLS, implicit TLS, inbound.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.plain.iter().chain(&self.implicit).copied().collect()
+        self.plain
+            .iter()
+            .chain(&self.implicit)
+            .chain(&self.inbound)
+            .copied()
+            .collect()
     }
 
     /// Waits until the listeners and all their sessions have ended (after
@@ -191,7 +233,7 @@ async fn accept_loop<S>(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) where
-    S: Users + Queue + Clone + Send + Sync + 'static,
+    S: ServerStore,
 {
     loop {
         let accepted = tokio::select! {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use mailtls_core::level::TlsLevel;
 use mailtls_core::memory::MemoryKey;
+use mailtls_core::sending::SenderRequirement;
 use mailtls_core::{SmtpStatus, TlsaRecord};
 use mailtls_dns::{DnsConfig, DnsMode, MailResolver};
 use mailtls_e2e::dns_world::{DnsWorld, RunningWorld, Signing, Zone};
@@ -81,6 +82,12 @@ impl Relay {
         let dns = dns.start().await?;
         let dir = tempfile::tempdir()?;
         let config = RelayConfig {
+            inbound_listen: Vec::new(),
+            local_domains: Vec::new(),
+            secure_domain: None,
+            mail_store: mailtls_relay::local::MailStore::Maildir {
+                root: std::env::temp_dir().join("mailtls-unused-maildir"),
+            },
             hostname: "relay.sender.example".into(),
             data_dir: dir.path().to_owned(),
             submission_listen: Vec::new(),
@@ -136,7 +143,7 @@ impl Relay {
         recipients: &[&str],
         received_at: i64,
     ) -> Result<String, Box<dyn Error>> {
-        self.submit_with(recipients, received_at, false).await
+        self.submit_with(recipients, received_at, None).await
     }
 
     /// [`Relay::submit`] with the sender's Encrypted Sending setting.
@@ -144,7 +151,7 @@ impl Relay {
         &self,
         recipients: &[&str],
         received_at: i64,
-        require_tls: bool,
+        sender_requirement: Option<SenderRequirement>,
     ) -> Result<String, Box<dyn Error>> {
         let id = Spool::new_id();
         let body = format!(
@@ -170,7 +177,7 @@ impl Relay {
                 received_at,
                 auth_user: Some(SENDER.into()),
                 client: "127.0.0.1".into(),
-                require_tls,
+                sender_requirement,
             })
             .await?;
         Ok(id)
@@ -457,27 +464,39 @@ async fn failed_opportunistic_handshake_retries_in_plaintext_on_a_new_connection
     Ok(())
 }
 
-// SPEC §2 rule 3 / §4: Encrypted Sending never falls back to plaintext.
+// SPEC §2 rule 3 / §4: Encrypted Sending never falls back to plaintext; a
+// provider without STARTTLS fails the message at once (5.7.10) so that the
+// sender learns it from the bounce, not after the queue lifetime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encrypted_sending_defers_rather_than_send_in_plaintext() -> TestResult {
+async fn encrypted_sending_fails_rather_than_send_in_plaintext() -> TestResult {
     let server = start(Behaviour::accept_mail_plaintext())?;
     let mut dns = DnsWorld::new();
     signed_domain(&mut dns, "plain-only.example", server.ip());
     let relay = Relay::start(dns).await?;
 
     let id = relay
-        .submit_with(&["nina@plain-only.example"], now(), true)
+        .submit_with(
+            &["nina@plain-only.example"],
+            now(),
+            Some(SenderRequirement::default()),
+        )
         .await?;
     let pass = relay.pass(now()).await?;
-    assert_eq!((pass.delivered, pass.deferred), (0, 1));
+    assert_eq!(
+        (pass.delivered, pass.failed, pass.bounces),
+        (0, 1, 1),
+        "{pass:?}"
+    );
     assert!(server.received().is_empty());
     let msg = relay.message(&id).await?;
-    assert_eq!(msg.recipients[0].last_status.as_deref(), Some("451 4.7.4"));
+    assert_eq!(msg.recipients[0].last_status.as_deref(), Some("550 5.7.10"));
     assert!(
         msg.recipients[0]
             .last_reason
             .as_deref()
-            .is_some_and(|r| r.contains("sender requires encrypted delivery"))
+            .is_some_and(|r| r.contains("no STARTTLS") && r.contains("sender requires")),
+        "{:?}",
+        msg.recipients[0].last_reason
     );
     Ok(())
 }

@@ -7,12 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailtls_core::memory::{Alert, MemoryEntry, MemoryKey, Observation};
+use mailtls_core::sending::EncryptedSending;
 use mailtls_relay::RelayConfig;
 use mailtls_relay::config::{Network, TlsIdentity};
 use mailtls_relay::server::{Listeners, RunningListeners};
 use mailtls_relay::spool::Spool;
 use mailtls_store::{
-    NewMessage, Queue, QueuedMessage, RecipientOutcome, SqlStore, StoreError, Users,
+    NewMessage, Queue, QueuedMessage, RecipientOutcome, Settings, SqlStore, StoreError,
+    StoredAlert, TlsMemory, UserSettings, Users,
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -52,6 +55,12 @@ impl World {
         store.add_user(USER, PASSWORD).await.expect("add user");
         let (identity, ca) = test_identity();
         let mut config = RelayConfig {
+            inbound_listen: Vec::new(),
+            local_domains: Vec::new(),
+            secure_domain: None,
+            mail_store: mailtls_relay::local::MailStore::Maildir {
+                root: std::env::temp_dir().join("mailtls-unused-maildir"),
+            },
             hostname: "mx.test".into(),
             data_dir: dir.path().to_owned(),
             submission_listen: vec!["127.0.0.1:0".parse().expect("addr")],
@@ -227,6 +236,41 @@ impl Queue for BrokenQueue {
 
     async fn next_due(&self) -> mailtls_store::Result<Option<i64>> {
         self.0.next_due().await
+    }
+}
+
+impl Settings for BrokenQueue {
+    async fn settings(&self, user: &str) -> mailtls_store::Result<UserSettings> {
+        self.0.settings(user).await
+    }
+    async fn set_encrypted_sending(
+        &self,
+        user: &str,
+        setting: EncryptedSending,
+    ) -> mailtls_store::Result<UserSettings> {
+        self.0.set_encrypted_sending(user, setting).await
+    }
+    async fn alias_owner(&self, alias_local: &str) -> mailtls_store::Result<Option<UserSettings>> {
+        self.0.alias_owner(alias_local).await
+    }
+}
+
+impl TlsMemory for BrokenQueue {
+    async fn record(
+        &self,
+        key: &MemoryKey,
+        obs: &Observation,
+    ) -> mailtls_store::Result<Option<Alert>> {
+        self.0.record(key, obs).await
+    }
+    async fn entry(&self, key: &MemoryKey) -> mailtls_store::Result<Option<MemoryEntry>> {
+        self.0.entry(key).await
+    }
+    async fn alerts(&self, limit: usize) -> mailtls_store::Result<Vec<StoredAlert>> {
+        self.0.alerts(limit).await
+    }
+    async fn forget(&self, key: &MemoryKey, reason: &str) -> mailtls_store::Result<bool> {
+        self.0.forget(key, reason).await
     }
 }
 

@@ -59,6 +59,12 @@ pub enum StoreError {
     /// No such queued message or recipient.
     #[error("not queued: {0}")]
     NotFound(String),
+    /// No account with that address.
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    /// Another user owns the secure alias with this local part.
+    #[error("the secure alias '{0}' belongs to another user")]
+    AliasTaken(String),
     /// A row holds a value this version does not understand.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -1,7 +1,7 @@
 //! # mailtls-store
 //!
 //! The durable state of mailtls (SPEC §3, §6, §7; issue #3): user accounts
-//! for SMTP AUTH, the TLS memory with its alerts and audit log, and the
+//! for SMTP AUTH and their Encrypted Sending settings, the TLS memory with its alerts and audit log, and the
 //! queue's metadata (message bodies live in the relay's spool).
 //!
 //! One SQL schema, written to run unchanged on SQLite (the embedded
@@ -25,11 +25,13 @@
 //! * [`users`] — accounts, argon2id password hashes.
 //! * [`memory`] — the TLS memory, applying `mailtls_core::memory::remember`.
 //! * [`queue`] — messages, recipients, leases.
+//! * [`settings`] — Encrypted Sending and the secure alias (SPEC §4).
 //! * [`error`] — [`StoreError`].
 
 pub mod error;
 pub mod memory;
 pub mod queue;
+pub mod settings;
 pub mod sql;
 pub mod users;
 
@@ -38,5 +40,6 @@ pub use memory::{ForgetRecord, StoredAlert, TlsMemory};
 pub use queue::{
     NewMessage, Queue, QueuedMessage, QueuedRecipient, RecipientOutcome, RecipientState,
 };
+pub use settings::{Settings, UserSettings};
 pub use sql::SqlStore;
 pub use users::{MAX_PASSWORD_LEN, Users};

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::future::Future;
 
 use mailtls_core::SmtpStatus;
+use mailtls_core::sending::{MinLevel, SenderRequirement, TlsVersion};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row as _, SqliteConnection};
@@ -100,8 +101,9 @@ pub struct NewMessage {
     pub auth_user: Option<String>,
     /// The client, for the record (address, HELO name).
     pub client: String,
-    /// The sender's setting requires TLS to every recipient (SPEC §2 rule 3).
-    pub require_tls: bool,
+    /// What the sender's Encrypted Sending requires of every recipient's
+    /// provider (SPEC §2 rule 3, §4); `None`: the relay's normal policy.
+    pub sender_requirement: Option<SenderRequirement>,
 }
 
 /// A queued message and the state of each recipient.
@@ -115,8 +117,8 @@ pub struct QueuedMessage {
     pub received_at: i64,
     /// Body size in bytes.
     pub size: u64,
-    /// TLS required to every recipient (SPEC §2 rule 3).
-    pub require_tls: bool,
+    /// What the sender requires of every recipient's provider (SPEC §4).
+    pub sender_requirement: Option<SenderRequirement>,
     /// Recipients in `RCPT TO` order.
     pub recipients: Vec<QueuedRecipient>,
 }
@@ -205,7 +207,8 @@ pub enum RecipientOutcome {
     },
 }
 
-const MESSAGE_COLUMNS: &str = "id, sender, received_at, size, require_tls";
+const MESSAGE_COLUMNS: &str =
+    "id, sender, received_at, size, require_tls, sender_min_level, sender_min_tls";
 const RECIPIENT_COLUMNS: &str =
     "message_id, address, state, attempts, next_attempt_at, last_status, last_reason";
 
@@ -216,9 +219,29 @@ fn message_from_row(row: &SqliteRow) -> Result<QueuedMessage> {
         sender: row.try_get("sender")?,
         received_at: row.try_get("received_at")?,
         size: u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("size {size}")))?,
-        require_tls: row.try_get("require_tls")?,
+        sender_requirement: sender_requirement_from_row(row)?,
         recipients: Vec::new(),
     })
+}
+
+fn sender_requirement_from_row(row: &SqliteRow) -> Result<Option<SenderRequirement>> {
+    let require_tls: bool = row.try_get("require_tls")?;
+    let level: Option<String> = row.try_get("sender_min_level")?;
+    let version: Option<String> = row.try_get("sender_min_tls")?;
+    if !require_tls {
+        return Ok(None);
+    }
+    let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what} '{v}'"));
+    Ok(Some(SenderRequirement {
+        // Rows from before the column existed required plain TLS.
+        min_level: match level {
+            Some(l) => l.parse().map_err(|_| corrupt("sender_min_level", &l))?,
+            None => MinLevel::Tls,
+        },
+        min_tls: version
+            .map(|v| v.parse().map_err(|_| corrupt("sender_min_tls", &v)))
+            .transpose()?,
+    }))
 }
 
 fn recipient_from_row(row: &SqliteRow) -> Result<QueuedRecipient> {
@@ -267,8 +290,8 @@ impl Queue for SqlStore {
         let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO queue_messages (id, sender, size, received_at, auth_user, client, \
-               require_tls, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+               require_tls, sender_min_level, sender_min_tls, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
         )
         .bind(&msg.id)
         .bind(&msg.sender)
@@ -276,7 +299,13 @@ impl Queue for SqlStore {
         .bind(msg.received_at)
         .bind(&msg.auth_user)
         .bind(&msg.client)
-        .bind(msg.require_tls)
+        .bind(msg.sender_requirement.is_some())
+        .bind(msg.sender_requirement.map(|r| r.min_level.as_str()))
+        .bind(
+            msg.sender_requirement
+                .and_then(|r| r.min_tls)
+                .map(TlsVersion::as_str),
+        )
         .execute(&mut *tx)
         .await;
         match inserted {

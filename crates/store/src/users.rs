@@ -48,7 +48,7 @@ pub trait Users {
 /// The stored form of an address: the domain in lower-case A-labels, the
 /// local part as typed (RFC 5321 §2.4: only the receiving host may
 /// interpret it).
-fn normalise(address: &str) -> Result<String> {
+pub(crate) fn normalise(address: &str) -> Result<String> {
     Ok(Address::parse(address)?.to_string())
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use common::message;
 use mailtls_core::SmtpStatus;
+use mailtls_core::sending::{MinLevel, SenderRequirement, TlsVersion};
 use mailtls_store::{Queue, RecipientOutcome, RecipientState, StoreError};
 
 fn deferred(until: i64) -> RecipientOutcome {
@@ -38,7 +39,10 @@ async fn an_enqueued_message_is_due_at_once_with_every_recipient_pending() {
         &["b@example.net", "c@example.com", "b@example.net"],
         100,
     );
-    m.require_tls = true;
+    m.sender_requirement = Some(SenderRequirement {
+        min_level: MinLevel::Dane,
+        min_tls: Some(TlsVersion::Tls13),
+    });
     s.enqueue(&m).await.expect("enqueue");
 
     let q = s.message("m1").await.expect("message").expect("queued");
@@ -46,7 +50,10 @@ async fn an_enqueued_message_is_due_at_once_with_every_recipient_pending() {
         (q.id.as_str(), q.sender.as_str()),
         ("m1", "alice@example.org")
     );
-    assert_eq!((q.received_at, q.size, q.require_tls), (100, 1234, true));
+    assert_eq!(
+        (q.received_at, q.size, q.sender_requirement),
+        (100, 1234, m.sender_requirement)
+    );
     let rcpts: Vec<_> = q.recipients.iter().map(|r| r.address.as_str()).collect();
     assert_eq!(
         rcpts,

@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailtls_store::{NewMessage, Queue, Users};
+use mailtls_core::memory::MemoryKey;
+use mailtls_store::{NewMessage, StoreError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -23,8 +24,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::ServerStore;
 use super::framing::{LineFramer, Step};
-use super::session::{AcceptedMessage, Action, Client, Session, SessionConfig};
+use super::session::{
+    AcceptedMessage, Action, AliasOwner, Client, LookupFacts, LookupRequest, Session, SessionConfig,
+};
 use super::tls::tls_info;
 use super::trace::received_header;
 use crate::spool::Spool;
@@ -59,7 +63,7 @@ pub(crate) async fn serve<S>(
     peer: SocketAddr,
     implicit_tls: bool,
 ) where
-    S: Users + Queue + Clone + Send + Sync + 'static,
+    S: ServerStore,
 {
     if let Err(e) = serve_inner(&shared, tcp, peer, implicit_tls).await {
         debug!(%peer, error = %e, "submission session ended with an error");
@@ -73,7 +77,7 @@ async fn serve_inner<S>(
     implicit_tls: bool,
 ) -> std::io::Result<()>
 where
-    S: Users + Queue + Clone + Send + Sync + 'static,
+    S: ServerStore,
 {
     let ip = peer.ip().to_canonical();
     let client = Client {
@@ -115,7 +119,7 @@ async fn converse<S, IO>(
     greet: bool,
 ) -> std::io::Result<Ended<IO>>
 where
-    S: Users + Queue + Clone + Send + Sync + 'static,
+    S: ServerStore,
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -196,7 +200,7 @@ async fn run_actions<S, IO>(
     io: &mut IO,
 ) -> std::io::Result<Option<Handover>>
 where
-    S: Users + Queue + Clone + Send + Sync + 'static,
+    S: ServerStore,
     IO: AsyncWrite + Unpin,
 {
     let mut queue: std::collections::VecDeque<Action> = actions.drain(..).collect();
@@ -228,6 +232,14 @@ where
                     Err(e) => warn!(%user, error = %e, "submission AUTH: store failed"),
                 }
                 session.auth_checked(result, &mut more);
+            }
+            Action::Lookup(request) => {
+                flush(io, output, shared.idle_timeout).await?;
+                let result = lookup(&shared.store, &request).await;
+                if let Err(e) = &result {
+                    warn!(error = %e, "SMTP session: store look-up failed; answered 451");
+                }
+                session.looked_up(result, &mut more);
             }
             Action::Enqueue(message) => {
                 flush(io, output, shared.idle_timeout).await?;
@@ -270,6 +282,35 @@ async fn flush<IO: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Answers what the session asked of the store (SPEC §4's facts).
+async fn lookup<S: ServerStore>(
+    store: &S,
+    request: &LookupRequest,
+) -> Result<LookupFacts, StoreError> {
+    let mut facts = LookupFacts::default();
+    if let Some(local) = &request.alias_local {
+        facts.alias_owner = store.alias_owner(local).await?.map(|owner| AliasOwner {
+            address: owner.address,
+            setting: owner.encrypted_sending,
+        });
+    }
+    if let Some(user) = &request.user {
+        facts.user_setting = match store.settings(user).await {
+            Ok(settings) => Some(settings.encrypted_sending),
+            Err(StoreError::NoSuchUser(_) | StoreError::InvalidAddress(_)) => None,
+            Err(e) => return Err(e),
+        };
+    }
+    if let Some(user) = &request.local_user {
+        facts.local_user_exists = store.user_exists(user).await?;
+    }
+    for domain in &request.memory_domains {
+        let entry = store.entry(&MemoryKey::domain(domain)).await?;
+        facts.memory.push((domain.clone(), entry));
+    }
+    Ok(facts)
+}
+
 /// Why an accepted message could not be queued (the client gets `451`).
 #[derive(Debug, thiserror::Error)]
 enum AcceptError {
@@ -286,7 +327,7 @@ async fn accept_message<S>(
     message: AcceptedMessage,
 ) -> Result<String, AcceptError>
 where
-    S: Users + Queue + Clone + Send + Sync + 'static,
+    S: ServerStore,
 {
     let id = Spool::new_id();
     let now = mailtls_core::clock::unix_now();
@@ -304,7 +345,7 @@ where
         received_at: now,
         auth_user: message.trace.auth_user.clone(),
         client: format!("{} [{}]", message.trace.helo, message.trace.client_ip),
-        require_tls: false,
+        sender_requirement: message.sender_requirement,
     };
     if let Err(e) = shared.store.enqueue(&new).await {
         warn!(%id, error = %e, "queueing failed; message refused with 451");

@@ -117,6 +117,17 @@ pub enum Refusal {
     /// network: mailtls is never an open relay.
     #[error("Relay access denied")]
     RelayDenied,
+    /// A local recipient, or a secure alias, that does not exist.
+    #[error("<{0}>: Recipient address rejected: no such user here")]
+    NoSuchUser(String),
+    /// SPEC §4: the secure alias needs TLS, or a secure sender's recipient
+    /// cannot take the mail encrypted as required. The text says why.
+    #[error("{0}")]
+    EncryptionNeeded(String),
+    /// SPEC §4: a sender at the secure domain that is not the login's own
+    /// active alias.
+    #[error("<{0}>: Sender address rejected: not your active secure alias")]
+    NotYourAlias(String),
     /// More recipients than `max_recipients` (RFC 5321 §4.5.3.1.8).
     #[error("too many recipients")]
     TooManyRecipients,
@@ -165,6 +176,9 @@ impl Refusal {
             Refusal::AuthFailed => SmtpStatus::new(535, 5, 7, 8),
             Refusal::AuthCancelled => SmtpStatus::new(501, 5, 0, 0),
             Refusal::RelayDenied => SmtpStatus::new(554, 5, 7, 1),
+            Refusal::NoSuchUser(_) => SmtpStatus::new(550, 5, 1, 1),
+            Refusal::EncryptionNeeded(_) => SmtpStatus::ENCRYPTION_NEEDED,
+            Refusal::NotYourAlias(_) => SmtpStatus::new(553, 5, 7, 1),
             Refusal::TooManyRecipients => SmtpStatus::new(452, 4, 5, 3),
             Refusal::MessageTooBig => SmtpStatus::new(552, 5, 3, 4),
             Refusal::DataLineTooLong => SmtpStatus::new(500, 5, 5, 6),
@@ -193,6 +207,9 @@ impl Refusal {
                 | Refusal::IdleTimeout
                 | Refusal::ShuttingDown
                 | Refusal::TooManyRecipients
+                // A policy answer, not a confused client: a message to ten
+                // recipients without TLS must not end the session.
+                | Refusal::EncryptionNeeded(_)
         )
     }
 }

@@ -10,15 +10,31 @@
 //! (SIZE), RFC 2920 (PIPELINING: the session answers commands in order; the
 //! driver batches the replies), RFC 3463/2034 (enhanced codes). SPEC §7:
 //! only CRLF.CRLF ends DATA, and bare CR or LF is refused.
+//!
+//! One state machine serves two roles ([`Role`]): submission (AUTH, relay
+//! for the authenticated) and the inbound MX (no AUTH, mail only for the
+//! local domains and the secure domain). Both apply SPEC §4: the secure
+//! alias takes mail only over TLS, and mail from a secure sender is refused
+//! at RCPT (or at the end of DATA, for a `From:` at the secure domain) when
+//! the TLS memory shows a recipient's provider cannot meet the sender's
+//! requirement. What those rules need from the store is asked for with
+//! [`Action::Lookup`] and answered with [`Session::looked_up`]; the rules
+//! themselves are `mailtls_core::sending`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailtls_core::Address;
+use mailtls_core::memory::MemoryEntry;
+use mailtls_core::sending::{
+    EncryptedSending, InboundDecision, Precheck, SenderRequirement, inbound_recipient, precheck,
+};
 use mailtls_core::status::SmtpStatus;
 
 use super::command::{Command, Mechanism, parse_command};
 use super::framing::Frame;
+use super::headers::from_addresses;
 use super::reply::{Refusal, Reply};
 use super::sasl::{Password, decode_base64, encode_base64, parse_plain};
 use super::trace::{TlsInfo, Trace};
@@ -45,6 +61,87 @@ pub struct SessionConfig {
     pub max_auth_failures: usize,
     /// Pause before answering a failed AUTH (slows password guessing).
     pub auth_failure_delay: Duration,
+    /// Submission or inbound MX.
+    pub role: Role,
+    /// The domains whose users' mail is delivered here (lower-case A-labels).
+    pub local_domains: Vec<String>,
+    /// The secure domain of SPEC §4 (lower-case A-label), if configured.
+    pub secure_domain: Option<String>,
+}
+
+/// Which listener a session belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// 587/465: AUTH over TLS; relaying for authenticated users and trusted
+    /// networks (RFC 6409).
+    Submission,
+    /// 25: the inbound MX; no AUTH, no relaying: mail for the local domains
+    /// and the secure domain only (RFC 5321 §2.3.5, SPEC §4).
+    Inbound,
+}
+
+/// What the session needs from the store before it can answer (see
+/// [`Action::Lookup`]). Empty fields are not wanted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LookupRequest {
+    /// The owner of the secure alias with this local part.
+    pub alias_local: Option<String>,
+    /// This user's Encrypted Sending setting (the authenticated user).
+    pub user: Option<String>,
+    /// Whether this local account exists.
+    pub local_user: Option<String>,
+    /// The TLS memory's domain entries for these recipient domains.
+    pub memory_domains: Vec<String>,
+}
+
+/// The owner of a secure alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasOwner {
+    /// The owner's account address.
+    pub address: String,
+    /// The owner's setting (the alias exists only while it is not off).
+    pub setting: EncryptedSending,
+}
+
+/// The store's answers to a [`LookupRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LookupFacts {
+    /// The alias's owner, if the alias exists.
+    pub alias_owner: Option<AliasOwner>,
+    /// The user's setting (`None`: no such user).
+    pub user_setting: Option<EncryptedSending>,
+    /// Whether the local account exists.
+    pub local_user_exists: bool,
+    /// Domain entries of the TLS memory, per requested domain.
+    pub memory: Vec<(String, Option<MemoryEntry>)>,
+}
+
+/// Where a recipient's mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destination {
+    /// A user of a local domain.
+    Local,
+    /// A secure alias; the local part.
+    Secure(String),
+    /// Another domain (lower-case A-label).
+    Remote(String),
+}
+
+/// What the session waits for the store to answer.
+#[derive(Debug)]
+enum Pending {
+    Mail {
+        from: String,
+        alias: bool,
+    },
+    Rcpt {
+        to: String,
+        destination: Destination,
+    },
+    EndOfData {
+        body: Vec<u8>,
+        from_alias: String,
+    },
 }
 
 /// Who is on the other end.
@@ -68,6 +165,8 @@ pub enum Action {
     /// (CVE-2011-0411), do the TLS handshake, then call
     /// [`Session::tls_established`].
     StartTls,
+    /// Ask the store, then call [`Session::looked_up`].
+    Lookup(Box<LookupRequest>),
     /// Check a password, then call [`Session::auth_checked`].
     VerifyPassword {
         /// The user name (the address).
@@ -92,6 +191,9 @@ pub struct AcceptedMessage {
     pub body: Vec<u8>,
     /// For the `Received:` header.
     pub trace: Trace,
+    /// What the sender's Encrypted Sending requires of every recipient's
+    /// provider (SPEC §4).
+    pub sender_requirement: Option<SenderRequirement>,
 }
 
 /// Where the dialogue is.
@@ -127,6 +229,10 @@ struct DataState {
 struct Envelope {
     sender: String,
     recipients: Vec<String>,
+    /// SPEC §4: what the sender requires (from MAIL FROM or the login).
+    requirement: Option<SenderRequirement>,
+    /// The envelope sender is the secure alias (checked at MAIL).
+    from_alias: bool,
 }
 
 /// One SMTP server session.
@@ -142,6 +248,8 @@ pub struct Session {
     /// The user an AUTH in progress is for.
     pending_user: Option<String>,
     envelope: Option<Envelope>,
+    /// The command or message waiting for [`Action::Lookup`].
+    pending: Option<Pending>,
     errors: usize,
     auth_failures: usize,
 }
@@ -159,6 +267,7 @@ impl Session {
             auth_user: None,
             pending_user: None,
             envelope: None,
+            pending: None,
             errors: 0,
             auth_failures: 0,
         }
@@ -258,6 +367,7 @@ impl Session {
         self.auth_user = None;
         self.pending_user = None;
         self.envelope = None;
+        self.pending = None;
         self.state = State::Command;
     }
 
@@ -327,7 +437,7 @@ impl Session {
                 // RFC 6409: AUTH only where the password is encrypted.
                 if self.tls.is_none() {
                     lines.push("STARTTLS".to_owned());
-                } else {
+                } else if self.config.role == Role::Submission {
                     lines.push("AUTH PLAIN LOGIN".to_owned());
                 }
                 self.helo = Some((name, true));
@@ -368,32 +478,9 @@ impl Session {
                 if size.is_some_and(|s| s > self.config.max_message_size as u64) {
                     return self.refuse(Refusal::MessageTooBig, out);
                 }
-                self.envelope = Some(Envelope {
-                    sender: from,
-                    recipients: Vec::new(),
-                });
-                out.push(ok(SmtpStatus::new(250, 2, 1, 0)));
+                self.on_mail(from, out);
             }
-            Command::Rcpt { to } => {
-                let Some(envelope) = &mut self.envelope else {
-                    return self.refuse(Refusal::BadSequence("need MAIL before RCPT"), out);
-                };
-                // Never an open relay (SPEC §5), on every listener.
-                if self.auth_user.is_none() && !self.client.trusted {
-                    return self.refuse(Refusal::RelayDenied, out);
-                }
-                if envelope.recipients.len() >= self.config.max_recipients {
-                    return self.refuse(Refusal::TooManyRecipients, out);
-                }
-                if !envelope
-                    .recipients
-                    .iter()
-                    .any(|r| r.eq_ignore_ascii_case(&to))
-                {
-                    envelope.recipients.push(to);
-                }
-                out.push(ok(SmtpStatus::new(250, 2, 1, 5)));
-            }
+            Command::Rcpt { to } => self.on_rcpt(to, out),
             Command::Data => {
                 if self
                     .envelope
@@ -436,7 +523,269 @@ impl Session {
         }
     }
 
+    /// `MAIL FROM` (RFC 5321 §4.1.1.2). On submission, SPEC §4: a sender
+    /// at the secure domain must be the login's own active alias, and the
+    /// sender's (or the login's) Encrypted Sending sets the requirement.
+    fn on_mail(&mut self, from: String, out: &mut Vec<Action>) {
+        let envelope = Envelope {
+            sender: from.clone(),
+            recipients: Vec::new(),
+            requirement: None,
+            from_alias: false,
+        };
+        if self.config.role == Role::Inbound || from.is_empty() {
+            self.envelope = Some(envelope);
+            return out.push(ok(SmtpStatus::new(250, 2, 1, 0)));
+        }
+        let alias_local = self.secure_local_part(&from);
+        if alias_local.is_none() && self.auth_user.is_none() {
+            self.envelope = Some(envelope);
+            return out.push(ok(SmtpStatus::new(250, 2, 1, 0)));
+        }
+        let alias = alias_local.is_some();
+        self.lookup(
+            LookupRequest {
+                alias_local,
+                user: self.auth_user.clone(),
+                ..LookupRequest::default()
+            },
+            Pending::Mail { from, alias },
+            out,
+        );
+    }
+
+    /// `RCPT TO` (RFC 5321 §4.1.1.3): never an open relay; local users must
+    /// exist; the secure alias needs TLS; a secure sender's recipients are
+    /// checked against the TLS memory (SPEC §4).
+    fn on_rcpt(&mut self, to: String, out: &mut Vec<Action>) {
+        let Some(envelope) = &self.envelope else {
+            return self.refuse(Refusal::BadSequence("need MAIL before RCPT"), out);
+        };
+        if self.config.role == Role::Submission && self.auth_user.is_none() && !self.client.trusted
+        {
+            // Never an open relay (SPEC §5); submission is for logged-in users.
+            return self.refuse(Refusal::RelayDenied, out);
+        }
+        if envelope.recipients.len() >= self.config.max_recipients {
+            return self.refuse(Refusal::TooManyRecipients, out);
+        }
+        if envelope
+            .recipients
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&to))
+        {
+            return out.push(ok(SmtpStatus::new(250, 2, 1, 5)));
+        }
+        let requirement = envelope.requirement;
+        let Some(destination) = self.destination(&to) else {
+            return self.refuse(Refusal::BadAddress("invalid recipient address"), out);
+        };
+        let request = match &destination {
+            Destination::Remote(_) if self.config.role == Role::Inbound => {
+                return self.refuse(Refusal::RelayDenied, out);
+            }
+            Destination::Remote(_) if requirement.is_none() => {
+                return self.accept_recipient(to, out);
+            }
+            Destination::Remote(domain) => LookupRequest {
+                memory_domains: vec![domain.clone()],
+                ..LookupRequest::default()
+            },
+            Destination::Local => LookupRequest {
+                local_user: Some(to.clone()),
+                ..LookupRequest::default()
+            },
+            Destination::Secure(local) => LookupRequest {
+                alias_local: Some(local.clone()),
+                ..LookupRequest::default()
+            },
+        };
+        self.lookup(request, Pending::Rcpt { to, destination }, out);
+    }
+
+    fn accept_recipient(&mut self, to: String, out: &mut Vec<Action>) {
+        if let Some(envelope) = &mut self.envelope {
+            envelope.recipients.push(to);
+        }
+        out.push(ok(SmtpStatus::new(250, 2, 1, 5)));
+    }
+
+    fn lookup(&mut self, request: LookupRequest, pending: Pending, out: &mut Vec<Action>) {
+        self.pending = Some(pending);
+        out.push(Action::Lookup(Box::new(request)));
+        self.state = State::Waiting;
+    }
+
+    /// The result of [`Action::Lookup`]: `Err` when the store failed (the
+    /// client gets a temporary `451 4.3.0` and may try again).
+    pub fn looked_up<E>(&mut self, result: Result<LookupFacts, E>, out: &mut Vec<Action>) {
+        self.state = State::Command;
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let Ok(facts) = result else {
+            if matches!(pending, Pending::EndOfData { .. }) {
+                self.envelope = None;
+            }
+            return out.push(Action::Reply(Refusal::LocalError.reply()));
+        };
+        match pending {
+            Pending::Mail { from, alias } => self.mail_looked_up(from, alias, facts, out),
+            Pending::Rcpt { to, destination } => self.rcpt_looked_up(to, destination, facts, out),
+            Pending::EndOfData { body, from_alias } => {
+                self.data_looked_up(body, &from_alias, facts, out)
+            }
+        }
+    }
+
+    fn mail_looked_up(
+        &mut self,
+        from: String,
+        alias: bool,
+        facts: LookupFacts,
+        out: &mut Vec<Action>,
+    ) {
+        let requirement = if alias {
+            match self.owned_alias(facts.alias_owner.as_ref()) {
+                Some(owner) => owner.setting.outbound(),
+                None => return self.refuse(Refusal::NotYourAlias(from), out),
+            }
+        } else {
+            facts.user_setting.and_then(|s| s.outbound())
+        };
+        self.envelope = Some(Envelope {
+            sender: from,
+            recipients: Vec::new(),
+            requirement,
+            from_alias: alias,
+        });
+        out.push(ok(SmtpStatus::new(250, 2, 1, 0)));
+    }
+
+    fn rcpt_looked_up(
+        &mut self,
+        to: String,
+        destination: Destination,
+        facts: LookupFacts,
+        out: &mut Vec<Action>,
+    ) {
+        match destination {
+            Destination::Local if facts.local_user_exists => self.accept_recipient(to, out),
+            Destination::Local => self.refuse(Refusal::NoSuchUser(to), out),
+            Destination::Secure(_) => {
+                let setting = facts.alias_owner.as_ref().map(|o| &o.setting);
+                let protocol = self.tls.as_ref().map(|t| t.version.as_str());
+                match inbound_recipient(&to, setting, protocol) {
+                    InboundDecision::Accept => self.accept_recipient(to, out),
+                    InboundDecision::NoSuchUser => self.refuse(Refusal::NoSuchUser(to), out),
+                    InboundDecision::EncryptionRequired(why) => {
+                        self.refuse(Refusal::EncryptionNeeded(why), out)
+                    }
+                }
+            }
+            Destination::Remote(domain) => {
+                let requirement = self.envelope.as_ref().and_then(|e| e.requirement);
+                let entry = memory_entry(&facts, &domain);
+                match requirement.map(|r| precheck(&r, entry)) {
+                    Some(Precheck::Fails(why)) => self.refuse(
+                        Refusal::EncryptionNeeded(format!("<{to}> not accepted: {why}")),
+                        out,
+                    ),
+                    _ => self.accept_recipient(to, out),
+                }
+            }
+        }
+    }
+
+    /// SPEC §4 for a `From:` at the secure domain: the alias must be the
+    /// login's, and every recipient must be able to take the mail as the
+    /// alias's owner requires, or nothing is sent to anyone.
+    fn data_looked_up(
+        &mut self,
+        body: Vec<u8>,
+        from_alias: &str,
+        facts: LookupFacts,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(mut envelope) = self.envelope.take() else {
+            return self.refuse(Refusal::LocalError, out);
+        };
+        let Some(owner) = self.owned_alias(facts.alias_owner.as_ref()) else {
+            return self.refuse(Refusal::NotYourAlias(from_alias.to_owned()), out);
+        };
+        if let Some(requirement) = owner.setting.outbound() {
+            let failures: Vec<String> = envelope
+                .recipients
+                .iter()
+                .filter_map(|rcpt| {
+                    let Some(Destination::Remote(domain)) = self.destination(rcpt) else {
+                        return None;
+                    };
+                    match precheck(&requirement, memory_entry(&facts, &domain)) {
+                        Precheck::Fails(why) => Some(format!("<{rcpt}>: {why}")),
+                        _ => None,
+                    }
+                })
+                .collect();
+            if !failures.is_empty() {
+                return self.refuse(
+                    Refusal::EncryptionNeeded(format!(
+                        "message not sent to anyone: {}",
+                        failures.join("; ")
+                    )),
+                    out,
+                );
+            }
+            envelope.requirement = Some(requirement);
+        }
+        self.enqueue(envelope, body, out);
+    }
+
+    /// The alias's owner, if the alias exists and the session may use it:
+    /// the logged-in user must own it (a trusted network without login may
+    /// send as any active alias: it is a mail system of ours).
+    fn owned_alias<'a>(&self, owner: Option<&'a AliasOwner>) -> Option<&'a AliasOwner> {
+        let owner = owner.filter(|o| o.setting.alias_enabled())?;
+        match &self.auth_user {
+            None if self.client.trusted => Some(owner),
+            None => None,
+            Some(user) => same_account(user, &owner.address).then_some(owner),
+        }
+    }
+
+    /// The local part if `address` is at the secure domain.
+    fn secure_local_part(&self, address: &str) -> Option<String> {
+        match self.destination(address)? {
+            Destination::Secure(local) => Some(local),
+            _ => None,
+        }
+    }
+
+    /// Where mail for `address` goes; `None` for an address that does not
+    /// parse.
+    fn destination(&self, address: &str) -> Option<Destination> {
+        let parsed = Address::parse(address).ok()?;
+        let domain = parsed
+            .domain()
+            .as_str()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if self.config.secure_domain.as_deref() == Some(domain.as_str()) {
+            return Some(Destination::Secure(parsed.local_part().to_lowercase()));
+        }
+        if self.config.local_domains.contains(&domain) {
+            return Some(Destination::Local);
+        }
+        Some(Destination::Remote(domain))
+    }
+
     fn on_auth(&mut self, mechanism: Mechanism, initial: Option<String>, out: &mut Vec<Action>) {
+        if self.config.role == Role::Inbound {
+            return self.refuse(
+                Refusal::BadSequence("no authentication on the MX port; use submission (587)"),
+                out,
+            );
+        }
         if self.tls.is_none() {
             return self.refuse(Refusal::EncryptionRequired, out);
         }
@@ -559,8 +908,47 @@ impl Session {
         if let Some(refusal) = data.refusal {
             return self.refuse(refusal, out);
         }
-        let (Some(envelope), Some((helo, esmtp))) = (envelope, self.helo.clone()) else {
+        let Some(envelope) = envelope else {
             // DATA is only entered with an envelope after EHLO/HELO.
+            return self.refuse(Refusal::LocalError, out);
+        };
+        // SPEC §4, header-based: a `From:` at the secure domain other than
+        // an envelope sender already checked at MAIL.
+        if self.config.role == Role::Submission {
+            let from_alias = from_addresses(&data.body)
+                .into_iter()
+                .find(|a| self.secure_local_part(a).is_some())
+                .filter(|a| !(envelope.from_alias && a.eq_ignore_ascii_case(&envelope.sender)));
+            if let Some(from_alias) = from_alias {
+                let memory_domains = envelope
+                    .recipients
+                    .iter()
+                    .filter_map(|r| match self.destination(r) {
+                        Some(Destination::Remote(domain)) => Some(domain),
+                        _ => None,
+                    })
+                    .collect();
+                let request = LookupRequest {
+                    alias_local: self.secure_local_part(&from_alias),
+                    memory_domains,
+                    ..LookupRequest::default()
+                };
+                self.envelope = Some(envelope);
+                return self.lookup(
+                    request,
+                    Pending::EndOfData {
+                        body: data.body,
+                        from_alias,
+                    },
+                    out,
+                );
+            }
+        }
+        self.enqueue(envelope, data.body, out);
+    }
+
+    fn enqueue(&mut self, envelope: Envelope, body: Vec<u8>, out: &mut Vec<Action>) {
+        let Some((helo, esmtp)) = self.helo.clone() else {
             return self.refuse(Refusal::LocalError, out);
         };
         let trace = Trace {
@@ -573,8 +961,9 @@ impl Session {
         out.push(Action::Enqueue(Box::new(AcceptedMessage {
             sender: envelope.sender,
             recipients: envelope.recipients,
-            body: data.body,
+            body,
             trace,
+            sender_requirement: envelope.requirement,
         })));
         self.state = State::Waiting;
     }
@@ -601,6 +990,30 @@ impl Session {
     }
 }
 
+/// The memory entry looked up for `domain`.
+fn memory_entry<'a>(facts: &'a LookupFacts, domain: &str) -> Option<&'a MemoryEntry> {
+    facts
+        .memory
+        .iter()
+        .find(|(d, _)| d == domain)
+        .and_then(|(_, e)| e.as_ref())
+}
+
+/// Whether two account addresses are the same account: the domain in any
+/// case, the local part too (accounts are unique without case in practice,
+/// and a login typed `Me@` for `me@` is the same person).
+fn same_account(a: &str, b: &str) -> bool {
+    match (Address::parse(a), Address::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.local_part().eq_ignore_ascii_case(b.local_part())
+                && a.domain()
+                    .as_str()
+                    .eq_ignore_ascii_case(b.domain().as_str())
+        }
+        _ => false,
+    }
+}
+
 fn ok(status: SmtpStatus) -> Action {
     Action::Reply(Reply::new(status, "Ok"))
 }
@@ -618,6 +1031,9 @@ mod tests {
             max_errors: 5,
             max_auth_failures: 2,
             auth_failure_delay: Duration::from_millis(1),
+            role: Role::Submission,
+            local_domains: vec!["example.org".into()],
+            secure_domain: Some("secure.example.org".into()),
         })
     }
 
@@ -636,8 +1052,34 @@ mod tests {
         Session::new(config(), client, tls_on.then(tls))
     }
 
-    /// Feeds raw bytes as the driver would, and returns the actions.
+    /// Feeds raw bytes as the driver would, answering every store look-up
+    /// with "nothing known" (no settings, no such user, no memory), and
+    /// returns the actions.
     fn feed(session: &mut Session, input: &[u8]) -> Vec<Action> {
+        let mut framer = LineFramer::default();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        loop {
+            while session.wants_input() {
+                match framer.next(&input[pos..], session.line_limit()) {
+                    Step::Frame(frame, n) => {
+                        pos += n;
+                        session.on_frame(frame, &mut out);
+                    }
+                    Step::NeedMore(_) => break,
+                }
+            }
+            if !matches!(out.last(), Some(Action::Lookup(_))) {
+                return out;
+            }
+            out.pop();
+            session.looked_up(Ok::<LookupFacts, ()>(LookupFacts::default()), &mut out);
+        }
+    }
+
+    /// Feeds raw bytes as the driver would, and returns the actions; a
+    /// store look-up is left for the test to answer.
+    fn feed_raw(session: &mut Session, input: &[u8]) -> Vec<Action> {
         let mut framer = LineFramer::default();
         let mut out = Vec::new();
         let mut pos = 0;
@@ -1049,6 +1491,13 @@ mod tests {
                                 s.queued(Ok::<String, ()>("ID".into()), &mut more)
                             }
                             Action::StartTls => s.tls_established(tls()),
+                            Action::Lookup(_) => s.looked_up(
+                                Ok::<LookupFacts, ()>(LookupFacts {
+                                    local_user_exists: next() % 2 == 0,
+                                    ..LookupFacts::default()
+                                }),
+                                &mut more,
+                            ),
                             _ => {}
                         }
                         out.extend(more);
@@ -1060,5 +1509,306 @@ mod tests {
                 }
             }
         }
+    }
+
+    // --- SPEC §4: the inbound MX and the secure alias --------------------------
+
+    fn mx_session(tls_on: bool) -> Session {
+        let config = SessionConfig {
+            role: Role::Inbound,
+            ..(*config()).clone()
+        };
+        let client = Client {
+            ip: "198.51.100.7".parse().expect("ip"),
+            trusted: false,
+        };
+        Session::new(Arc::new(config), client, tls_on.then(tls))
+    }
+
+    fn lookup_of(actions: &[Action]) -> Option<&LookupRequest> {
+        actions.iter().find_map(|a| match a {
+            Action::Lookup(r) => Some(&**r),
+            _ => None,
+        })
+    }
+
+    fn answer(s: &mut Session, facts: LookupFacts) -> Vec<Action> {
+        let mut out = Vec::new();
+        s.looked_up(Ok::<LookupFacts, ()>(facts), &mut out);
+        out
+    }
+
+    fn owner(setting: EncryptedSending) -> LookupFacts {
+        LookupFacts {
+            alias_owner: Some(AliasOwner {
+                address: "me@example.org".into(),
+                setting,
+            }),
+            ..LookupFacts::default()
+        }
+    }
+
+    #[test]
+    fn the_mx_offers_no_auth_and_relays_nothing() {
+        let mut s = mx_session(true);
+        let out = feed_raw(&mut s, b"EHLO peer.test\r\n");
+        let ehlo = String::from_utf8_lossy(&match &out[0] {
+            Action::Reply(r) => r.to_wire(),
+            _ => Vec::new(),
+        })
+        .into_owned();
+        assert!(!ehlo.contains("AUTH"), "{ehlo}");
+        let out = feed_raw(&mut s, b"AUTH PLAIN AGEAYg==\r\n");
+        assert_eq!(codes(&out), [503]);
+        let out = feed_raw(
+            &mut s,
+            b"MAIL FROM:<x@elsewhere.test>\r\nRCPT TO:<y@other.test>\r\n",
+        );
+        assert_eq!(replies(&out)[1], "554 5.7.1 Relay access denied");
+    }
+
+    #[test]
+    fn the_mx_takes_mail_for_existing_local_users_only() {
+        let mut s = mx_session(false);
+        let out = feed_raw(
+            &mut s,
+            b"EHLO p\r\nMAIL FROM:<x@elsewhere.test>\r\nRCPT TO:<bob@Example.ORG>\r\n",
+        );
+        assert_eq!(
+            lookup_of(&out).and_then(|r| r.local_user.as_deref()),
+            Some("bob@Example.ORG")
+        );
+        let out = answer(&mut s, LookupFacts::default());
+        assert_eq!(codes(&out), [550]);
+        assert!(replies(&out)[0].contains("5.1.1"), "{:?}", replies(&out));
+        feed_raw(&mut s, b"RCPT TO:<me@example.org>\r\n");
+        let out = answer(
+            &mut s,
+            LookupFacts {
+                local_user_exists: true,
+                ..LookupFacts::default()
+            },
+        );
+        assert_eq!(codes(&out), [250]);
+        let out = feed_raw(&mut s, b"DATA\r\nSubject: hi\r\n\r\nhello\r\n.\r\n");
+        let Some(Action::Enqueue(message)) = out.last() else {
+            panic!("queued: {out:?}")
+        };
+        assert_eq!(message.recipients, ["me@example.org"]);
+        assert_eq!(message.sender_requirement, None);
+    }
+
+    /// SPEC §4: RCPT to the alias without TLS gets a permanent 5.7.x that
+    /// says why; other recipients of the transaction are unaffected.
+    #[test]
+    fn the_secure_alias_refuses_plaintext_and_accepts_tls() {
+        let mut s = mx_session(false);
+        let out = feed_raw(
+            &mut s,
+            b"EHLO p\r\nMAIL FROM:<x@elsewhere.test>\r\nRCPT TO:<Me@secure.example.org>\r\n",
+        );
+        assert_eq!(
+            lookup_of(&out).and_then(|r| r.alias_local.as_deref()),
+            Some("me")
+        );
+        let out = answer(&mut s, owner(EncryptedSending::On));
+        assert_eq!(codes(&out), [550]);
+        let text = &replies(&out)[0];
+        assert!(
+            text.starts_with("550 5.7.10") && text.contains("encryption required"),
+            "{text}"
+        );
+        feed_raw(&mut s, b"RCPT TO:<me@example.org>\r\n");
+        let out = answer(
+            &mut s,
+            LookupFacts {
+                local_user_exists: true,
+                ..LookupFacts::default()
+            },
+        );
+        assert_eq!(codes(&out), [250], "the other recipient is unaffected");
+
+        let mut s = mx_session(true);
+        feed_raw(
+            &mut s,
+            b"EHLO p\r\nMAIL FROM:<x@elsewhere.test>\r\nRCPT TO:<me@secure.example.org>\r\n",
+        );
+        assert_eq!(codes(&answer(&mut s, owner(EncryptedSending::On))), [250]);
+        // An alias that is off does not exist.
+        feed_raw(&mut s, b"RCPT TO:<other@secure.example.org>\r\n");
+        let out = answer(&mut s, owner(EncryptedSending::Off));
+        assert!(
+            replies(&out)[0].starts_with("550 5.1.1"),
+            "{:?}",
+            replies(&out)
+        );
+    }
+
+    fn memory_says(domain: &str, level: mailtls_core::TlsLevel) -> LookupFacts {
+        let key = mailtls_core::memory::MemoryKey::domain(domain);
+        LookupFacts {
+            memory: vec![(
+                domain.to_owned(),
+                Some(MemoryEntry {
+                    key,
+                    first_tls_at: None,
+                    last_tls_at: None,
+                    last_seen_at: 1,
+                    best_level: level,
+                    last_level: level,
+                    protocol: Some("TLSv1.3".into()),
+                    cipher: None,
+                    cert_sha256: None,
+                    last_failure: None,
+                    last_failure_at: None,
+                }),
+            )],
+            ..LookupFacts::default()
+        }
+    }
+
+    /// SPEC §4, sending from the alias: a recipient whose provider is known
+    /// not to meet the requirement is refused at RCPT.
+    #[test]
+    fn mail_from_the_alias_is_checked_against_the_memory() {
+        let mut s = authenticated_as("me@example.org");
+        let out = feed_raw(&mut s, b"MAIL FROM:<me@secure.example.org>\r\n");
+        let request = lookup_of(&out).expect("asks for the owner");
+        assert_eq!(request.alias_local.as_deref(), Some("me"));
+        assert_eq!(codes(&answer(&mut s, owner(EncryptedSending::On))), [250]);
+
+        let out = feed_raw(&mut s, b"RCPT TO:<a@plain.example>\r\n");
+        assert_eq!(
+            lookup_of(&out).map(|r| r.memory_domains.clone()),
+            Some(vec!["plain.example".to_owned()])
+        );
+        let out = answer(
+            &mut s,
+            memory_says("plain.example", mailtls_core::TlsLevel::None),
+        );
+        let text = &replies(&out)[0];
+        assert!(
+            text.starts_with("550 5.7.10") && text.contains("no SSL"),
+            "{text}"
+        );
+
+        feed_raw(&mut s, b"RCPT TO:<b@unknown.example>\r\n");
+        assert_eq!(
+            codes(&answer(&mut s, LookupFacts::default())),
+            [250],
+            "unknown: delivery decides"
+        );
+        let out = feed_raw(
+            &mut s,
+            b"DATA\r\nFrom: me@secure.example.org\r\n\r\nhi\r\n.\r\n",
+        );
+        let Some(Action::Enqueue(message)) = out.last() else {
+            panic!("queued: {out:?}")
+        };
+        assert_eq!(message.recipients, ["b@unknown.example"]);
+        assert_eq!(
+            message.sender_requirement,
+            Some(SenderRequirement::default())
+        );
+    }
+
+    #[test]
+    fn someone_elses_alias_is_refused() {
+        let mut s = authenticated_as("you@example.org");
+        feed_raw(&mut s, b"MAIL FROM:<me@secure.example.org>\r\n");
+        let out = answer(&mut s, owner(EncryptedSending::On));
+        assert!(
+            replies(&out)[0].starts_with("553 5.7.1"),
+            "{:?}",
+            replies(&out)
+        );
+    }
+
+    /// SPEC §4, header-based: `From:` at the secure domain is checked at the
+    /// end of DATA and refuses the whole message.
+    #[test]
+    fn a_from_header_at_the_secure_domain_is_checked_at_the_end_of_data() {
+        let mut s = authenticated_as("me@example.org");
+        let out = feed_raw(&mut s, b"MAIL FROM:<me@example.org>\r\n");
+        assert_eq!(
+            lookup_of(&out).and_then(|r| r.user.as_deref()),
+            Some("me@example.org")
+        );
+        assert_eq!(codes(&answer(&mut s, LookupFacts::default())), [250]);
+        assert_eq!(
+            codes(&feed_raw(&mut s, b"RCPT TO:<a@plain.example>\r\n")),
+            [250]
+        );
+        let out = feed_raw(
+            &mut s,
+            b"DATA\r\nFrom: Me <me@secure.example.org>\r\n\r\nhi\r\n.\r\n",
+        );
+        let request = lookup_of(&out).expect("asks");
+        assert_eq!(request.memory_domains, ["plain.example"]);
+        let mut facts = memory_says("plain.example", mailtls_core::TlsLevel::None);
+        facts.alias_owner = owner(EncryptedSending::On).alias_owner;
+        let out = answer(&mut s, facts);
+        let text = &replies(&out)[0];
+        assert!(
+            text.starts_with("550 5.7.10") && text.contains("not sent to anyone"),
+            "{text}"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::Enqueue(_))));
+    }
+
+    /// SPEC §4: a user with Encrypted Sending on needs TLS from any address.
+    #[test]
+    fn a_users_own_setting_applies_to_all_their_mail() {
+        let mut s = authenticated_as("me@example.org");
+        feed_raw(&mut s, b"MAIL FROM:<me@example.org>\r\n");
+        let out = answer(
+            &mut s,
+            LookupFacts {
+                user_setting: Some(EncryptedSending::Expert(
+                    mailtls_core::sending::ExpertSettings {
+                        min_level: mailtls_core::sending::MinLevel::Dane,
+                        ..Default::default()
+                    },
+                )),
+                ..LookupFacts::default()
+            },
+        );
+        assert_eq!(codes(&out), [250]);
+        feed_raw(&mut s, b"RCPT TO:<a@tls.example>\r\n");
+        let out = answer(
+            &mut s,
+            memory_says("tls.example", mailtls_core::TlsLevel::Tls),
+        );
+        assert!(
+            replies(&out)[0].contains("not DANE ok"),
+            "{:?}",
+            replies(&out)
+        );
+    }
+
+    #[test]
+    fn a_store_failure_is_temporary() {
+        let mut s = mx_session(true);
+        feed_raw(
+            &mut s,
+            b"EHLO p\r\nMAIL FROM:<x@e.test>\r\nRCPT TO:<me@example.org>\r\n",
+        );
+        let mut out = Vec::new();
+        s.looked_up(Err::<LookupFacts, _>("down"), &mut out);
+        assert_eq!(codes(&out), [451]);
+    }
+
+    fn authenticated_as(user: &str) -> Session {
+        let mut s = session(false, true);
+        let out = feed_raw(&mut s, b"EHLO c.test\r\nAUTH LOGIN\r\n");
+        assert_eq!(codes(&out), [250, 334]);
+        let user_line = format!("{}\r\n", encode_base64(user.as_bytes()));
+        feed_raw(&mut s, user_line.as_bytes());
+        let out = feed_raw(&mut s, b"c2VjcmV0\r\n");
+        assert!(matches!(out.last(), Some(Action::VerifyPassword { .. })));
+        let mut out = Vec::new();
+        s.auth_checked(Ok::<bool, ()>(true), &mut out);
+        assert_eq!(codes(&out), [235]);
+        s
     }
 }

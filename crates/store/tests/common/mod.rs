@@ -69,6 +69,6 @@ pub fn message(id: &str, recipients: &[&str], at: i64) -> NewMessage {
         received_at: at,
         auth_user: Some("alice@example.org".to_owned()),
         client: "[127.0.0.1] client.example".to_owned(),
-        require_tls: false,
+        sender_requirement: None,
     }
 }
