@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use mailtls_core::level::TlsLevel;
 use mailtls_core::memory::MemoryKey;
-use mailtls_core::sending::SenderRequirement;
+use mailtls_core::sending::{MinLevel, SenderRequirement};
 use mailtls_core::{SmtpStatus, TlsaRecord};
 use mailtls_dns::{DnsConfig, DnsMode, MailResolver};
 use mailtls_e2e::dns_world::{DnsWorld, RunningWorld, Signing, Zone};
@@ -498,6 +498,60 @@ async fn encrypted_sending_fails_rather_than_send_in_plaintext() -> TestResult {
         "{:?}",
         msg.recipients[0].last_reason
     );
+    Ok(())
+}
+
+// SPEC §4, expert settings: `dane` is not met by a TLS-only provider (no
+// connection is even made), `verified` not by a certificate outside the Web
+// PKI; both fail permanently with 5.7.10 and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expert_sender_levels_are_enforced_at_delivery() -> TestResult {
+    let server = start(Behaviour::accept_mail(&pki::self_signed(
+        "mx.tls-only.example",
+    )))?;
+    let mut dns = DnsWorld::new();
+    signed_domain(&mut dns, "tls-only.example", server.ip());
+    let relay = Relay::start(dns).await?;
+
+    for (level, says) in [
+        (MinLevel::Dane, "no usable DNSSEC-signed TLSA records"),
+        (
+            MinLevel::Verified,
+            "neither DANE-authenticated nor valid in the Web PKI",
+        ),
+    ] {
+        let requirement = SenderRequirement {
+            min_level: level,
+            min_tls: None,
+        };
+        let id = relay
+            .submit_with(&["olga@tls-only.example"], now(), Some(requirement))
+            .await?;
+        let pass = relay.pass(now()).await?;
+        // (Failed counts the earlier DSN too, which has nowhere to go.)
+        assert_eq!(pass.delivered, 0, "{level:?}: {pass:?}");
+        let msg = relay.message(&id).await?;
+        let r = &msg.recipients[0];
+        assert_eq!(r.last_status.as_deref(), Some("550 5.7.10"), "{level:?}");
+        assert!(
+            r.last_reason.as_deref().is_some_and(|t| t.contains(says)),
+            "{level:?}: {:?}",
+            r.last_reason
+        );
+    }
+    assert!(server.received().is_empty(), "nothing was sent");
+
+    // The control: plain `tls` is met by the same provider.
+    relay
+        .submit_with(
+            &["olga@tls-only.example"],
+            now(),
+            Some(SenderRequirement::default()),
+        )
+        .await?;
+    let pass = relay.pass(now()).await?;
+    assert_eq!(pass.delivered, 1, "{pass:?}");
+    assert!(server.received()[0].tls);
     Ok(())
 }
 
