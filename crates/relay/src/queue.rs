@@ -116,10 +116,14 @@ where
         }
     }
 
-    /// One pass at time `now` (Unix seconds): claim the due messages (up to
-    /// a batch), deliver, record, bounce, release. Only store failures to
+    /// One pass at time `now` (Unix seconds): queue envelopes held on local
+    /// disk, claim the due messages (up to a batch), deliver, record,
+    /// bounce, release. Only store failures to
     /// claim are errors; everything else is recorded per recipient.
     pub async fn run_pass(&self, now: i64) -> Result<PassReport, StoreError> {
+        if self.spool.has_held() {
+            self.requeue_held().await;
+        }
         let batch = batch_size(&self.config);
         let lease = i64::try_from(LEASE.as_secs()).unwrap_or(i64::MAX);
         let claimed = self.store.claim_due(now, lease, batch).await?;
@@ -220,6 +224,40 @@ where
             reports.extend(domain_reports);
         }
         reports
+    }
+
+    /// Moves envelopes held on local disk while the store was unavailable
+    /// into the store's queue (see [`crate::spool`]); whether all went.
+    async fn requeue_held(&self) -> bool {
+        let held = match self.spool.held().await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list held envelopes");
+                return false;
+            }
+        };
+        for entry in held {
+            let message = match entry {
+                Ok(message) => message,
+                Err((name, e)) => {
+                    tracing::error!(file = %name, error = %e, "a held envelope cannot be read; left for the operator");
+                    continue;
+                }
+            };
+            match self.store.enqueue(&message).await {
+                Ok(()) | Err(StoreError::AlreadyExists(_)) => {
+                    tracing::info!(message = %message.id, "held envelope queued: the store answers again");
+                    if let Err(e) = self.spool.release_held(&message.id).await {
+                        tracing::warn!(message = %message.id, error = %e, "cannot remove the held envelope");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(message = %message.id, error = %e, "the store still cannot queue held mail");
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Whether mail for `domain` is ours: a local domain or the secure one.
@@ -582,6 +620,7 @@ where
         let lease = i64::try_from(LEASE.as_secs()).unwrap_or(i64::MAX);
         let mut in_progress: JoinSet<PassReport> = JoinSet::new();
         let mut next_due: Option<i64> = None;
+        let mut held_tried: Option<tokio::time::Instant> = None;
         loop {
             // Registered before claiming, so a wake meanwhile is not lost.
             let notified = wake.notified();
@@ -591,9 +630,16 @@ where
             if next_due.is_some_and(|t| t <= now) {
                 next_due = None;
             }
+            let mut wait = secs(MAX_IDLE);
+            if self.spool.has_held() && held_tried.is_none_or(|t| t.elapsed() >= STORE_RETRY) {
+                held_tried = Some(tokio::time::Instant::now());
+                if !self.requeue_held().await {
+                    // The store still refuses: try again soon.
+                    wait = secs(STORE_RETRY);
+                }
+            }
             let free = batch.saturating_sub(in_progress.len());
             let mut claimed = 0;
-            let mut wait = secs(MAX_IDLE);
             if free > 0 {
                 match self.store.claim_due(now, lease, free).await {
                     Ok(messages) => {

@@ -12,13 +12,24 @@
 //! `Received:` header first. The metadata (envelope, per-recipient state)
 //! lives in the store's queue; the two are joined by the message id.
 //!
+//! **Held envelopes.** Normally the envelope goes to the store's queue right
+//! after the body is committed. When the store cannot take it (a fleet's
+//! PostgreSQL unreachable, issue #6), the envelope is written next to the
+//! body as `<id>.held.json`, durably like the body, and the message is still
+//! accepted: it is safe on local disk. The queue runner moves held envelopes
+//! into the store as soon as it answers again ([`Spool::held`],
+//! [`Spool::release_held`]).
+//!
 //! File operations run on tokio's blocking pool (`spawn_blocking`), so a slow
 //! disk never stalls the SMTP sessions on the runtime's threads.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use mailtls_store::NewMessage;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Directory of committed messages, under the data directory.
@@ -27,6 +38,11 @@ const SPOOL_DIR: &str = "spool";
 const TMP_DIR: &str = "tmp";
 /// File name suffix of committed messages.
 const SUFFIX: &str = "eml";
+/// File name suffix of envelopes held while the store is unavailable.
+const HELD_SUFFIX: &str = "held.json";
+/// Largest held envelope read back (recipients × address length, bounded
+/// by the submission limits; this is far above them).
+const MAX_HELD_SIZE: u64 = 4 * 1024 * 1024;
 /// A temporary file this old is a crash's leftover: no SMTP session lasts
 /// that long between two writes (the idle timeout is minutes).
 pub const STALE_TMP_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -35,6 +51,9 @@ pub const STALE_TMP_AGE: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    /// Held envelopes known to exist (counted at open, then kept up to
+    /// date), so that the runner looks for them only when there are some.
+    held: Arc<AtomicUsize>,
 }
 
 impl Spool {
@@ -60,7 +79,108 @@ impl Spool {
                 fs::remove_file(entry.path())?;
             }
         }
-        Ok(Spool { dir })
+        let held = fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(HELD_SUFFIX))
+            .count();
+        Ok(Spool {
+            dir,
+            held: Arc::new(AtomicUsize::new(held)),
+        })
+    }
+
+    /// Keeps `message`'s envelope on local disk (the store could not queue
+    /// it): written to `tmp/`, fsynced, renamed to `<id>.held.json`, the
+    /// directory fsynced. After this returns the message may be accepted.
+    pub async fn hold(&self, message: &NewMessage) -> io::Result<()> {
+        check_id(&message.id)?;
+        let json = serde_json::to_vec(message).map_err(io::Error::other)?;
+        let tmp = self
+            .dir
+            .join(TMP_DIR)
+            .join(format!("{}.{HELD_SUFFIX}", message.id));
+        let path = self.held_path(&message.id);
+        let dir = self.dir.clone();
+        blocking(move || {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            let written = file
+                .write_all(&json)
+                .and_then(|()| file.sync_all())
+                .and_then(|()| fs::rename(&tmp, &path))
+                .and_then(|()| sync_dir(&dir));
+            if written.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            written
+        })
+        .await?;
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether any envelope may be held (cheap: no disk access).
+    pub fn has_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed) > 0
+    }
+
+    /// Every held envelope, oldest id first. A file that cannot be read as
+    /// an envelope is reported as an error for its id and left in place
+    /// for the operator.
+    pub async fn held(&self) -> io::Result<Vec<Result<NewMessage, (String, String)>>> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let mut names: Vec<String> = fs::read_dir(&dir)?
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(HELD_SUFFIX))
+                .collect();
+            names.sort();
+            Ok(names
+                .into_iter()
+                .map(|name| {
+                    let path = dir.join(&name);
+                    let read = fs::metadata(&path).and_then(|m| {
+                        if m.len() > MAX_HELD_SIZE {
+                            Err(io::Error::other("too large"))
+                        } else {
+                            fs::read(&path)
+                        }
+                    });
+                    read.map_err(|e| e.to_string())
+                        .and_then(|bytes| {
+                            serde_json::from_slice::<NewMessage>(&bytes).map_err(|e| e.to_string())
+                        })
+                        .map_err(|e| (name, e))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Removes a held envelope once the store has it.
+    pub async fn release_held(&self, id: &str) -> io::Result<()> {
+        check_id(id)?;
+        let path = self.held_path(id);
+        let dir = self.dir.clone();
+        let removed = blocking(move || match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&dir).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await?;
+        if removed {
+            let _ = self
+                .held
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        Ok(())
+    }
+
+    fn held_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.{HELD_SUFFIX}"))
     }
 
     /// A new message id: unique across processes and nodes, sortable by the

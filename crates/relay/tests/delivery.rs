@@ -555,6 +555,44 @@ async fn expert_sender_levels_are_enforced_at_delivery() -> TestResult {
     Ok(())
 }
 
+// Issue #6, fail safe: an envelope held on local disk while the store was
+// down is queued by the next pass and delivered; the held file is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_envelopes_are_queued_and_delivered_when_the_store_answers() -> TestResult {
+    let server = start(Behaviour::accept_mail_plaintext())?;
+    let mut dns = DnsWorld::new();
+    signed_domain(&mut dns, "held.example", server.ip());
+    let relay = Relay::start(dns).await?;
+
+    let id = Spool::new_id();
+    let body = "Subject: held\r\n\r\nKept on local disk.\r\n";
+    let mut writer = relay.spool.create(&id).await?;
+    writer.write_all(body.as_bytes()).await?;
+    writer.commit().await?;
+    relay
+        .spool
+        .hold(&NewMessage {
+            id: id.clone(),
+            sender: SENDER.into(),
+            recipients: vec!["hal@held.example".into()],
+            size: body.len() as u64,
+            received_at: now(),
+            auth_user: None,
+            client: "127.0.0.1".into(),
+            sender_requirement: None,
+        })
+        .await?;
+    assert!(relay.spool.has_held());
+    assert!(relay.store.list().await?.is_empty(), "not in the store yet");
+
+    let pass = relay.pass(now()).await?;
+    assert_eq!(pass.delivered, 1, "{pass:?}");
+    assert_eq!(server.received().len(), 1);
+    assert!(!relay.spool.has_held());
+    assert!(relay.spool.held().await?.is_empty());
+    Ok(())
+}
+
 // --- RFC 7505, RFC 5321 §5.1: where mail cannot go --------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -472,22 +472,38 @@ async fn authenticated_submission_over_starttls_is_spooled_and_queued_with_the_t
     world.stop().await;
 }
 
-/// A `250` is a promise: when the queue cannot take the message, the
-/// client hears `451 4.3.0`, and no spool file stays behind.
+/// Fail safe (issue #6): when the store cannot queue a message (a fleet's
+/// database unreachable), the envelope is held on local disk beside the
+/// body and the message is accepted; nothing is lost, and the queue runner
+/// moves it into the store later (tested in `delivery.rs`).
 #[tokio::test]
-async fn a_queue_failure_is_451_and_leaves_nothing() {
+async fn a_queue_failure_holds_the_envelope_on_local_disk() {
     let world = World::start_with(|_| {}, true).await;
     let mut client = world.connect_starttls().await;
     assert_eq!(
         client.auth_plain().await,
         "235 2.7.0 Authentication successful"
     );
+    let reply = client.submit(USER, "bob@example.net", BODY).await;
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let id = reply.rsplit(' ').next().expect("id").to_owned();
+    let mut files = world.spool_files();
+    files.sort();
+    assert_eq!(files, [format!("{id}.eml"), format!("{id}.held.json")]);
+    let held = Spool::open(world.dir.path())
+        .expect("spool")
+        .held()
+        .await
+        .expect("held");
+    let [Ok(envelope)] = held.as_slice() else {
+        panic!("one readable envelope: {held:?}")
+    };
     assert_eq!(
-        client.submit(USER, "bob@example.net", BODY).await,
-        "451 4.3.0 local error in processing; message not queued"
+        (envelope.id.as_str(), envelope.recipients.as_slice()),
+        (id.as_str(), ["bob@example.net".to_owned()].as_slice())
     );
-    assert!(world.spool_files().is_empty(), "{:?}", world.spool_files());
-    assert!(files_in(&world.dir.path().join("spool/tmp")).is_empty());
+    // Nothing reached the store.
+    assert!(world.store.list().await.expect("list").is_empty());
     // The session goes on.
     assert_eq!(client.cmd("NOOP").await, "250 2.0.0 Ok");
     world.stop().await;

@@ -348,11 +348,21 @@ where
         sender_requirement: message.sender_requirement,
     };
     if let Err(e) = shared.store.enqueue(&new).await {
-        warn!(%id, error = %e, "queueing failed; message refused with 451");
-        if let Err(e) = shared.spool.remove(&id).await {
-            warn!(%id, error = %e, "could not remove the spool file of a refused message");
+        // Fail safe (issue #6): the body is on local disk; keep the envelope
+        // beside it and accept. The queue runner moves it into the store
+        // when the store answers again.
+        match shared.spool.hold(&new).await {
+            Ok(()) => {
+                warn!(%id, error = %e, "the store cannot queue the message; envelope held on local disk, message accepted");
+            }
+            Err(held) => {
+                warn!(%id, error = %e, hold_error = %held, "queueing failed and the envelope cannot be held; message refused with 451");
+                if let Err(e) = shared.spool.remove(&id).await {
+                    warn!(%id, error = %e, "could not remove the spool file of a refused message");
+                }
+                return Err(e.into());
+            }
         }
-        return Err(e.into());
     }
     info!(%id, sender = %new.sender, recipients = new.recipients.len(), size, client = %new.client,
         auth = new.auth_user.as_deref().unwrap_or("-"), "message queued");
