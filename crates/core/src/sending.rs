@@ -119,6 +119,15 @@ fn negotiated_version(protocol: &str) -> Option<TlsVersion> {
     }
 }
 
+/// A negotiated protocol as a person reads it: `TLS 1.2` for `TLSv1.2`
+/// or `TLSv1_2`; other names as they are.
+pub fn protocol_name(protocol: &str) -> String {
+    match negotiated_version(protocol) {
+        Some(version) => version.to_string(),
+        None => protocol.to_owned(),
+    }
+}
+
 impl fmt::Display for TlsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TLS {}", self.as_str())
@@ -317,7 +326,8 @@ pub fn precheck(requirement: &SenderRequirement, domain_memory: Option<&MemoryEn
         && !min.is_met_by(protocol)
     {
         return Precheck::Fails(format!(
-            "{domain} offers only {protocol}; the sender requires {requirement}"
+            "{domain} offers only {}; the sender requires {requirement}",
+            protocol_name(protocol)
         ));
     }
     if requirement.min_level == MinLevel::Verified && entry.last_level != TlsLevel::Dane {
@@ -358,7 +368,7 @@ pub fn check_delivery(
     {
         return Err(format!(
             "the server negotiated {}; the sender requires {requirement}",
-            facts.version
+            protocol_name(&facts.version)
         ));
     }
     Ok(())
@@ -399,7 +409,8 @@ pub fn inbound_recipient(
         && !min.is_met_by(protocol)
     {
         return InboundDecision::EncryptionRequired(format!(
-            "<{alias}> accepts mail only over {min} or newer, not {protocol} (encryption required)"
+            "<{alias}> accepts mail only over {min} or newer, not {} (encryption required)",
+            protocol_name(protocol)
         ));
     }
     InboundDecision::Accept
