@@ -489,7 +489,7 @@ mailtls settings set "$ME" encrypted-sending expert --inbound-min-tls 1.3 >"$W/s
 pf_reload "smtp_tls_mandatory_protocols = >=TLSv1.2, <=TLSv1.2"
 S_TLS12="inbound-interop $TAG TLS 1.2 to the alias"
 send "$S_TLS12" "$ALIAS"
-check_bounce "expert min TLS 1.3: Postfix at TLS 1.2 bounced" "$S_TLS12" "TLS 1.3 or newer, not TLSv1.2"
+check_bounce "expert min TLS 1.3: Postfix at TLS 1.2 bounced" "$S_TLS12" "TLS 1.3 or newer, not TLS 1.2"
 tlsline=$(grep -E "postfix/smtp\[[0-9]+\]: .*TLS connection established to $MX_ADDR\[$MX_ADDR\]:25: TLSv1\.2 " "$P/maillog" | tail -1 || true)
 if [[ -n $tlsline ]]; then
     row ok "  Postfix's log: that session was TLS 1.2" "$(sed -E 's/.*TLS connection established to //' <<<"$tlsline" | cut -c1-100)"
