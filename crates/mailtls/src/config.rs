@@ -195,8 +195,21 @@ pub struct DeliverySection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSection {
-    /// Default: `127.0.0.1:8080`.
+    /// `IP:PORT` of the web pages and the JSON API (plain HTTP; put a
+    /// TLS-terminating proxy in front for anything but loopback). Default:
+    /// `127.0.0.1:8080`; `""` turns the web side off.
     pub listen: Option<String>,
+    /// Addresses one client (IP address, IPv6 /64) may have checked per
+    /// minute, on the check page and the API together (SPEC §7). Default: 60.
+    pub check_rate_per_minute: Option<u32>,
+    /// Failed sign-ins one client may make per minute. Default: 5.
+    pub signin_failures_per_minute: Option<u32>,
+    /// Live probes the web side runs at once. Default: 8.
+    pub probe_concurrency: Option<usize>,
+    /// Mark the session cookie `Secure`: set it when a proxy serves the
+    /// pages over HTTPS. Default: false (the default listener is loopback
+    /// HTTP, where a `Secure` cookie would never be sent back).
+    pub secure_cookies: Option<bool>,
 }
 
 /// `[store]` (used by `serve`).
@@ -205,6 +218,10 @@ pub struct WebSection {
 pub struct StoreSection {
     /// Empty: SQLite in `data_dir`; or `postgres://…`.
     pub url: Option<String>,
+    /// This node's name in a fleet sharing one PostgreSQL (default: the
+    /// host name). Each node delivers the messages it accepted (their
+    /// bodies are in its spool); names must be unique in the fleet.
+    pub node: Option<String>,
 }
 
 impl FileConfig {
@@ -267,9 +284,18 @@ impl FileConfig {
                     .map_err(|_| format!("{key}: '{addr}' is not IP:PORT"))?;
             }
         }
-        if let Some(addr) = &self.web.listen {
+        if let Some(addr) = self.web.listen.as_ref().filter(|a| !a.is_empty()) {
             addr.parse::<SocketAddr>()
-                .map_err(|_| format!("[web] listen: '{addr}' is not IP:PORT"))?;
+                .map_err(|_| format!("[web] listen: '{addr}' is not IP:PORT (or \"\" for none)"))?;
+        }
+        if self.web.check_rate_per_minute == Some(0)
+            || self.web.signin_failures_per_minute == Some(0)
+            || self
+                .web
+                .probe_concurrency
+                .is_some_and(|n| !(1..=256).contains(&n))
+        {
+            return Err("[web] check_rate_per_minute and signin_failures_per_minute must be positive, probe_concurrency 1 to 256".into());
         }
         let inbound = &self.smtp.inbound;
         for domain in inbound
@@ -507,6 +533,64 @@ fn tls_identity(
     Ok(identity)
 }
 
+/// SPEC §5 embedded default: the web pages on loopback only.
+const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
+
+/// Where the web side listens, from `[web] listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebListen {
+    /// The address to bind.
+    pub addr: SocketAddr,
+    /// Whether the operator chose it (a bind failure is then fatal); the
+    /// embedded default only warns, so that several instances and test
+    /// runs on one machine do not fight over port 8080.
+    pub explicit: bool,
+}
+
+/// Stage 2 for `serve`: the web side's listener and settings (issue #5);
+/// `None` when `[web] listen = ""` turns it off.
+pub fn web_config(file: &FileConfig) -> Option<(WebListen, mailtls_web::WebConfig)> {
+    let listen = match file.web.listen.as_deref() {
+        Some("") => return None,
+        // Validated in stage 1.
+        Some(addr) => WebListen {
+            addr: addr.parse().ok()?,
+            explicit: true,
+        },
+        None => WebListen {
+            addr: DEFAULT_WEB_LISTEN.parse().ok()?,
+            explicit: false,
+        },
+    };
+    let defaults = mailtls_web::WebConfig::default();
+    let web = &file.web;
+    Some((
+        listen,
+        mailtls_web::WebConfig {
+            secure_domain: file.smtp.inbound.secure_domain.clone(),
+            check_rate_per_minute: web
+                .check_rate_per_minute
+                .unwrap_or(defaults.check_rate_per_minute),
+            signin_failures_per_minute: web
+                .signin_failures_per_minute
+                .unwrap_or(defaults.signin_failures_per_minute),
+            probe_concurrency: web.probe_concurrency.unwrap_or(defaults.probe_concurrency),
+            secure_cookies: web.secure_cookies.unwrap_or(defaults.secure_cookies),
+            ..defaults
+        },
+    ))
+}
+
+/// This node's name in a fleet: `[store] node`, else the host name.
+pub fn node_name(file: &FileConfig) -> String {
+    file.store
+        .node
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| file.hostname.clone())
+        .unwrap_or_else(system_hostname)
+}
+
 /// The store's location: `[store] url`, else SQLite in the data directory.
 pub fn store_url(file: &FileConfig, data_dir: &Path) -> String {
     match file.store.url.as_deref().filter(|u| !u.is_empty()) {
@@ -693,6 +777,34 @@ url = ""
         assert!(
             FileConfig::parse("[relay]\ntrusted_networks = [\"192.0.2.0/24\", \"::1\"]").is_ok()
         );
+    }
+
+    #[test]
+    fn web_section_builds_the_web_config() {
+        let file = FileConfig::default();
+        let (listen, web) = web_config(&file).expect("on by default");
+        assert_eq!(listen.addr, "127.0.0.1:8080".parse().expect("addr"));
+        assert!(!listen.explicit);
+        assert_eq!(web.check_rate_per_minute, 60);
+        let file = FileConfig::parse(
+            "[smtp.inbound]\nsecure_domain = \"secure.example.org\"\n[web]\nlisten = \"127.0.0.1:0\"\ncheck_rate_per_minute = 1000000\nsecure_cookies = true\n",
+        )
+        .expect("valid");
+        let (listen, web) = web_config(&file).expect("on");
+        assert!(listen.explicit);
+        assert_eq!(web.check_rate_per_minute, 1_000_000);
+        assert!(web.secure_cookies);
+        assert_eq!(web.secure_domain.as_deref(), Some("secure.example.org"));
+        let off = FileConfig::parse("[web]\nlisten = \"\"").expect("valid");
+        assert!(web_config(&off).is_none());
+        for bad in [
+            "[web]\ncheck_rate_per_minute = 0",
+            "[web]\nprobe_concurrency = 0",
+            "[web]\nlisten = \"localhost\"",
+            "[web]\nrate = 5",
+        ] {
+            assert!(FileConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

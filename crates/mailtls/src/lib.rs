@@ -16,6 +16,7 @@ pub mod config;
 pub mod output;
 pub mod scan;
 pub mod settings;
+pub mod store_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -75,6 +76,10 @@ enum Command {
     /// alias (SPEC §4).
     #[command(subcommand)]
     Settings(settings::SettingsCommand),
+    /// The store itself: migrate its schema, export and import its
+    /// contents (SQLite ⇄ PostgreSQL, issue #6).
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +150,7 @@ pub fn run() -> ExitCode {
                 admin::queue(&s, &dir, command).await
             }))
         }
+        Command::Store(command) => runtime.block_on(store_cmd::run(&file, &data_dir, command)),
     }
 }
 
@@ -195,8 +201,38 @@ async fn serve(file: &FileConfig, data_dir: &std::path::Path) -> ExitCode {
         show(relay.submission_tls_addrs()),
         data_dir.display()
     );
+    // The web pages and the JSON API (issue #5), beside the relay.
+    let mut web = None;
+    if let Some((listen, web_config)) = config::web_config(file) {
+        let app = config::check_config(file, &config::CheckFlags::default())
+            .map_err(|e| e.to_string())
+            .and_then(|c| Checker::new(&c).map_err(|e| e.to_string()))
+            .map(|checker| mailtls_web::App::new(checker, store.clone(), web_config));
+        let started = match app {
+            Ok(app) => mailtls_web::serve(listen.addr, app)
+                .await
+                .map_err(|e| format!("[web] listen {}: {e}", listen.addr)),
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(server) => {
+                eprintln!("mailtls serve: web on http://{}", server.addr());
+                web = Some(server);
+            }
+            Err(e) if listen.explicit => {
+                relay.shutdown().await;
+                return usage_error(&e);
+            }
+            Err(e) => {
+                eprintln!("mailtls serve: warning: web pages not started ({e}); set [web] listen")
+            }
+        }
+    }
     wait_for_signal().await;
     eprintln!("mailtls serve: shutting down");
+    if let Some(web) = web {
+        web.shutdown().await;
+    }
     relay.shutdown().await;
     store.close().await;
     ExitCode::SUCCESS
@@ -226,6 +262,7 @@ pub(crate) async fn open_store(
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     SqlStore::open(&config::store_url(file, data_dir))
         .await
+        .map(|store| store.with_node(&config::node_name(file)))
         .map_err(|e| e.to_string())
 }
 

@@ -3,21 +3,34 @@
 //! seen, and the audit log of operator resets.
 //!
 //! The rule is `mailtls_core::memory::remember`; this module only applies it
-//! atomically. Read, ratchet and write happen in one write transaction, so
-//! two deliveries recording the same host at once cannot lose the higher
-//! level; the upsert also refuses to lower `best_level` on its own, as a
-//! second line of defence.
+//! atomically. Read, ratchet and write happen in one write transaction that
+//! holds the key's row: on SQLite the database's write lock
+//! (`BEGIN IMMEDIATE`), on PostgreSQL the row lock of `SELECT … FOR UPDATE`
+//! (a key seen for the first time is created with `INSERT … ON CONFLICT DO
+//! NOTHING`, which waits for a concurrent creator and then yields to it).
+//! So two deliveries — on one node or on two nodes of a fleet — recording
+//! the same host at once cannot lose the higher level, and an alert is
+//! raised exactly when the ratchet, applied in some serial order, says so.
+//! The upsert also refuses to lower `best_level` on its own, as a second
+//! line of defence.
+//!
+//! Alert and audit ids are `MAX(id) + 1` within that transaction; on
+//! PostgreSQL writers of one series take turns for it (an advisory lock,
+//! see `SqlStore::next_id`), so ids are unique and increase in the order
+//! the alerts were committed. A transaction that loses a race anyway
+//! (a deadlock or serialization failure the server reports, an entry
+//! forgotten under its feet) is run again ([`SqlStore::retrying`]).
 
 use std::future::Future;
 
 use mailtls_core::TlsLevel;
 use mailtls_core::memory::{Alert, MemoryEntry, MemoryKey, Observation, remember};
 use serde::{Deserialize, Serialize};
-use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _, Transaction};
 
 use crate::error::{Result, StoreError};
-use crate::sql::{SqlStore, unix_now};
+use crate::sql::{Backend, SqlStore, unix_now};
 
 /// The TLS memory.
 pub trait TlsMemory {
@@ -74,7 +87,7 @@ fn normal(key: &MemoryKey) -> MemoryKey {
 }
 
 /// A level's rank in the database: order means strength.
-fn rank(level: TlsLevel) -> i64 {
+pub(crate) fn rank(level: TlsLevel) -> i64 {
     match level {
         TlsLevel::None => 0,
         TlsLevel::Tls => 1,
@@ -82,7 +95,7 @@ fn rank(level: TlsLevel) -> i64 {
     }
 }
 
-fn level(rank: i64) -> Result<TlsLevel> {
+pub(crate) fn level(rank: i64) -> Result<TlsLevel> {
     Ok(match rank {
         0 => TlsLevel::None,
         1 => TlsLevel::Tls,
@@ -91,7 +104,7 @@ fn level(rank: i64) -> Result<TlsLevel> {
     })
 }
 
-fn key_of(kind: &str, name: String) -> Result<MemoryKey> {
+pub(crate) fn key_of(kind: &str, name: String) -> Result<MemoryKey> {
     match kind {
         "host" => Ok(MemoryKey::Host(name)),
         "domain" => Ok(MemoryKey::Domain(name)),
@@ -103,7 +116,7 @@ const SELECT_ENTRY: &str = "SELECT first_tls_at, last_tls_at, last_seen_at, best
      last_level, protocol, cipher, cert_sha256, last_failure, last_failure_at \
      FROM tls_memory WHERE kind = $1 AND name = $2";
 
-fn entry_from_row(row: &SqliteRow, key: MemoryKey) -> Result<MemoryEntry> {
+pub(crate) fn entry_from_row(row: &AnyRow, key: MemoryKey) -> Result<MemoryEntry> {
     Ok(MemoryEntry {
         key,
         first_tls_at: row.try_get("first_tls_at")?,
@@ -119,53 +132,133 @@ fn entry_from_row(row: &SqliteRow, key: MemoryKey) -> Result<MemoryEntry> {
     })
 }
 
-impl TlsMemory for SqlStore {
-    async fn record(&self, key: &MemoryKey, obs: &Observation) -> Result<Option<Alert>> {
-        let key = normal(key);
-        let mut tx = self.write_tx().await?;
-        let existing = sqlx::query(SELECT_ENTRY)
-            .bind(key.kind())
-            .bind(key.name())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| entry_from_row(&row, key.clone()))
-            .transpose()?;
-        let (entry, alert) = remember(existing.as_ref(), &key, obs);
-        sqlx::query(
-            "INSERT INTO tls_memory (kind, name, first_tls_at, last_tls_at, last_seen_at, \
-               best_level, last_level, protocol, cipher, cert_sha256, last_failure, last_failure_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (kind, name) DO UPDATE SET \
-               first_tls_at = excluded.first_tls_at, \
-               last_tls_at = excluded.last_tls_at, \
-               last_seen_at = excluded.last_seen_at, \
-               best_level = CASE WHEN excluded.best_level > tls_memory.best_level \
-                 THEN excluded.best_level ELSE tls_memory.best_level END, \
-               last_level = excluded.last_level, \
-               protocol = excluded.protocol, \
-               cipher = excluded.cipher, \
-               cert_sha256 = excluded.cert_sha256, \
-               last_failure = excluded.last_failure, \
-               last_failure_at = excluded.last_failure_at",
-        )
-        .bind(key.kind())
-        .bind(key.name())
+/// Writes an entry over the key's row, or creates it.
+const UPSERT_ENTRY: &str = "INSERT INTO tls_memory (kind, name, first_tls_at, last_tls_at, \
+       last_seen_at, best_level, last_level, protocol, cipher, cert_sha256, last_failure, \
+       last_failure_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (kind, name) DO UPDATE SET \
+       first_tls_at = excluded.first_tls_at, \
+       last_tls_at = excluded.last_tls_at, \
+       last_seen_at = excluded.last_seen_at, \
+       best_level = CASE WHEN excluded.best_level > tls_memory.best_level \
+         THEN excluded.best_level ELSE tls_memory.best_level END, \
+       last_level = excluded.last_level, \
+       protocol = excluded.protocol, \
+       cipher = excluded.cipher, \
+       cert_sha256 = excluded.cert_sha256, \
+       last_failure = excluded.last_failure, \
+       last_failure_at = excluded.last_failure_at";
+
+/// Creates the key's row unless it exists (or is being created).
+const INSERT_ENTRY_IF_ABSENT: &str = "INSERT INTO tls_memory (kind, name, first_tls_at, \
+       last_tls_at, last_seen_at, best_level, last_level, protocol, cipher, cert_sha256, \
+       last_failure, last_failure_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (kind, name) DO NOTHING";
+
+/// Runs [`UPSERT_ENTRY`] or [`INSERT_ENTRY_IF_ABSENT`] for `entry`; how
+/// many rows it wrote.
+async fn write_entry(
+    tx: &mut Transaction<'static, Any>,
+    statement: &'static str,
+    entry: &MemoryEntry,
+) -> Result<u64> {
+    let written = sqlx::query(statement)
+        .bind(entry.key.kind())
+        .bind(entry.key.name())
         .bind(entry.first_tls_at)
         .bind(entry.last_tls_at)
         .bind(entry.last_seen_at)
         .bind(rank(entry.best_level))
         .bind(rank(entry.last_level))
-        .bind(entry.protocol)
-        .bind(entry.cipher)
-        .bind(entry.cert_sha256)
-        .bind(entry.last_failure)
+        .bind(entry.protocol.as_deref())
+        .bind(entry.cipher.as_deref())
+        .bind(entry.cert_sha256.as_deref())
+        .bind(entry.last_failure.as_deref())
         .bind(entry.last_failure_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        if let Some(alert) = &alert {
-            let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM tls_alerts")
-                .fetch_one(&mut *tx)
+    Ok(written.rows_affected())
+}
+
+/// The tables whose ids the store chooses itself.
+#[derive(Debug, Clone, Copy)]
+enum IdSeries {
+    Alerts,
+    Forgotten,
+}
+
+impl SqlStore {
+    /// The next id of `series`, for a row inserted in the same write
+    /// transaction: `MAX(id) + 1`. On SQLite the write transaction excludes
+    /// every other writer. On PostgreSQL a transaction-scoped advisory lock
+    /// per series makes writers of that series take turns from here to
+    /// their commit, so ids are unique, without gaps and increasing in
+    /// commit order, and no writer fails on a taken id. (The lock is taken
+    /// after the memory row's: every writer locks in that order, so there
+    /// is no deadlock.)
+    async fn next_id(&self, tx: &mut Transaction<'static, Any>, series: IdSeries) -> Result<i64> {
+        let (table, lock_key): (&str, i64) = match series {
+            // Arbitrary, fixed keys in PostgreSQL's one advisory-lock space.
+            IdSeries::Alerts => ("tls_alerts", 0x6d61_696c_746c_7301),
+            IdSeries::Forgotten => ("tls_memory_forgotten", 0x6d61_696c_746c_7302),
+        };
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked")
+                .bind(lock_key)
+                .execute(&mut **tx)
                 .await?;
+        }
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"
+        )))
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    /// The key's entry, its row locked for the rest of the transaction
+    /// (see [`SqlStore::for_update`]).
+    async fn locked_entry(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        key: &MemoryKey,
+    ) -> Result<Option<MemoryEntry>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_ENTRY}{}",
+            self.for_update()
+        )))
+        .bind(key.kind())
+        .bind(key.name())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| entry_from_row(&row, key.clone()))
+        .transpose()
+    }
+
+    /// One attempt of [`TlsMemory::record`]; `key` is normalised.
+    async fn record_once(&self, key: &MemoryKey, obs: &Observation) -> Result<Option<Alert>> {
+        let mut tx = self.write_tx().await?;
+        let mut existing = self.locked_entry(&mut tx, key).await?;
+        if existing.is_none() {
+            // First sight of the key. Created from this observation alone
+            // (no alert: nothing to drop from) unless another writer
+            // created it meanwhile; then its row is locked and ratcheted.
+            let (entry, alert) = remember(None, key, obs);
+            if write_entry(&mut tx, INSERT_ENTRY_IF_ABSENT, &entry).await? == 1 {
+                tx.commit().await?;
+                return Ok(alert);
+            }
+            existing = self.locked_entry(&mut tx, key).await?;
+            if existing.is_none() {
+                // Created and forgotten again between the two statements.
+                return Err(StoreError::Contention("TLS memory record"));
+            }
+        }
+        let (entry, alert) = remember(existing.as_ref(), key, obs);
+        write_entry(&mut tx, UPSERT_ENTRY, &entry).await?;
+        if let Some(alert) = &alert {
+            let id = self.next_id(&mut tx, IdSeries::Alerts).await?;
             sqlx::query(
                 "INSERT INTO tls_alerts (id, kind, name, at, best_level, observed, detail) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -179,9 +272,55 @@ impl TlsMemory for SqlStore {
             .bind(&alert.detail)
             .execute(&mut *tx)
             .await?;
-            tracing::warn!(key = %key, alert = %alert.detail, "TLS memory alert");
         }
         tx.commit().await?;
+        Ok(alert)
+    }
+
+    /// One attempt of [`TlsMemory::forget`]: the entry's best level, if
+    /// there was an entry.
+    async fn forget_once(&self, key: &MemoryKey, reason: &str) -> Result<Option<i64>> {
+        let mut tx = self.write_tx().await?;
+        let best: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT best_level FROM tls_memory WHERE kind = $1 AND name = $2{}",
+            self.for_update()
+        )))
+        .bind(key.kind())
+        .bind(key.name())
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM tls_memory WHERE kind = $1 AND name = $2")
+            .bind(key.kind())
+            .bind(key.name())
+            .execute(&mut *tx)
+            .await?;
+        let id = self.next_id(&mut tx, IdSeries::Forgotten).await?;
+        sqlx::query(
+            "INSERT INTO tls_memory_forgotten (id, kind, name, reason, at, best_level) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(key.kind())
+        .bind(key.name())
+        .bind(reason)
+        .bind(unix_now())
+        .bind(best)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(best)
+    }
+}
+
+impl TlsMemory for SqlStore {
+    async fn record(&self, key: &MemoryKey, obs: &Observation) -> Result<Option<Alert>> {
+        let key = normal(key);
+        let alert = self
+            .retrying("TLS memory record", || self.record_once(&key, obs))
+            .await?;
+        if let Some(alert) = &alert {
+            tracing::warn!(key = %key, alert = %alert.detail, "TLS memory alert");
+        }
         Ok(alert)
     }
 
@@ -222,35 +361,9 @@ impl TlsMemory for SqlStore {
 
     async fn forget(&self, key: &MemoryKey, reason: &str) -> Result<bool> {
         let key = normal(key);
-        let mut tx = self.write_tx().await?;
-        let best: Option<i64> =
-            sqlx::query_scalar("SELECT best_level FROM tls_memory WHERE kind = $1 AND name = $2")
-                .bind(key.kind())
-                .bind(key.name())
-                .fetch_optional(&mut *tx)
-                .await?;
-        sqlx::query("DELETE FROM tls_memory WHERE kind = $1 AND name = $2")
-            .bind(key.kind())
-            .bind(key.name())
-            .execute(&mut *tx)
+        let best = self
+            .retrying("TLS memory forget", || self.forget_once(&key, reason))
             .await?;
-        let id: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM tls_memory_forgotten")
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query(
-            "INSERT INTO tls_memory_forgotten (id, kind, name, reason, at, best_level) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(key.kind())
-        .bind(key.name())
-        .bind(reason)
-        .bind(unix_now())
-        .bind(best)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         tracing::info!(key = %key, reason, existed = best.is_some(), "TLS memory entry forgotten");
         Ok(best.is_some())
     }

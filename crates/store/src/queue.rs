@@ -9,9 +9,14 @@
 //! A delivery attempt takes a lease on the message ([`Queue::claim_due`]):
 //! while the lease lives no other runner claims it; a runner that dies
 //! leaves a lease that simply expires, so the message is retried (delivery
-//! is at least once). On a single node, [`Queue::reset_leases`] at start
-//! frees what the previous process held. A message whose recipients are all
+//! is at least once). On a single node (SQLite), [`Queue::reset_leases`] at
+//! start frees what the previous process held; on PostgreSQL, shared by a
+//! fleet, it leaves live leases alone. A message whose recipients are all
 //! final stays as history and is never claimed again.
+//!
+//! On PostgreSQL several nodes claim at once: `FOR UPDATE SKIP LOCKED`
+//! hands each message to one of them. Lease times are the callers' `now`:
+//! the nodes' clocks must agree to well within a lease (NTP).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -19,11 +24,11 @@ use std::future::Future;
 use mailtls_core::SmtpStatus;
 use mailtls_core::sending::{MinLevel, SenderRequirement, TlsVersion};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row as _, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row as _};
 
 use crate::error::{Result, StoreError};
-use crate::sql::SqlStore;
+use crate::sql::{Backend, SqlStore, unix_now};
 use crate::users::is_unique_violation;
 
 /// The queue's metadata.
@@ -56,7 +61,8 @@ pub trait Queue {
         now: i64,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Gives the lease up after an attempt.
+    /// Gives the lease up after an attempt: only a lease this process holds
+    /// (one taken over after it expired is the new owner's).
     fn release(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Every message with its recipients, oldest first (`mailtls queue list`).
@@ -74,8 +80,12 @@ pub trait Queue {
     /// [`StoreError::NotFound`] for its outcomes.
     fn delete(&self, id: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Frees every lease; how many there were. Only for a single node, at
-    /// start, when no runner can hold one.
+    /// Called by a node at start; how many leases it freed. On SQLite
+    /// (one node) it frees every lease: no runner can hold one. On
+    /// PostgreSQL, shared by a fleet, it frees leases that have expired by
+    /// this node's clock and those on this node's own messages (left from
+    /// its previous run: only it delivers them); live leases on other
+    /// nodes' messages stay theirs.
     fn reset_leases(&self) -> impl Future<Output = Result<u64>> + Send;
 
     /// The earliest time a pending recipient is due (`None`: nothing
@@ -207,12 +217,14 @@ pub enum RecipientOutcome {
     },
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, sender, received_at, size, require_tls, sender_min_level, sender_min_tls";
+/// `require_tls` is read as an integer: `sqlx::Any` cannot decode SQLite's
+/// `BOOLEAN` (see [`crate::sql`]).
+const MESSAGE_COLUMNS: &str = "id, sender, received_at, size, \
+     CASE WHEN require_tls THEN 1 ELSE 0 END AS require_tls, sender_min_level, sender_min_tls";
 const RECIPIENT_COLUMNS: &str =
     "message_id, address, state, attempts, next_attempt_at, last_status, last_reason";
 
-fn message_from_row(row: &SqliteRow) -> Result<QueuedMessage> {
+fn message_from_row(row: &AnyRow) -> Result<QueuedMessage> {
     let size: i64 = row.try_get("size")?;
     Ok(QueuedMessage {
         id: row.try_get("id")?,
@@ -224,8 +236,8 @@ fn message_from_row(row: &SqliteRow) -> Result<QueuedMessage> {
     })
 }
 
-fn sender_requirement_from_row(row: &SqliteRow) -> Result<Option<SenderRequirement>> {
-    let require_tls: bool = row.try_get("require_tls")?;
+fn sender_requirement_from_row(row: &AnyRow) -> Result<Option<SenderRequirement>> {
+    let require_tls = row.try_get::<i64, _>("require_tls")? != 0;
     let level: Option<String> = row.try_get("sender_min_level")?;
     let version: Option<String> = row.try_get("sender_min_tls")?;
     if !require_tls {
@@ -244,7 +256,7 @@ fn sender_requirement_from_row(row: &SqliteRow) -> Result<Option<SenderRequireme
     }))
 }
 
-fn recipient_from_row(row: &SqliteRow) -> Result<QueuedRecipient> {
+fn recipient_from_row(row: &AnyRow) -> Result<QueuedRecipient> {
     let attempts: i64 = row.try_get("attempts")?;
     Ok(QueuedRecipient {
         address: row.try_get("address")?,
@@ -257,7 +269,7 @@ fn recipient_from_row(row: &SqliteRow) -> Result<QueuedRecipient> {
 }
 
 /// One message with its recipients, read on `conn`.
-async fn load_message(conn: &mut SqliteConnection, id: &str) -> Result<Option<QueuedMessage>> {
+async fn load_message(conn: &mut AnyConnection, id: &str) -> Result<Option<QueuedMessage>> {
     let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {MESSAGE_COLUMNS} FROM queue_messages WHERE id = $1"
     )))
@@ -290,8 +302,8 @@ impl Queue for SqlStore {
         let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO queue_messages (id, sender, size, received_at, auth_user, client, \
-               require_tls, sender_min_level, sender_min_tls, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+               require_tls, sender_min_level, sender_min_tls, lease_until, node) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
         )
         .bind(&msg.id)
         .bind(&msg.sender)
@@ -306,6 +318,7 @@ impl Queue for SqlStore {
                 .and_then(|r| r.min_tls)
                 .map(TlsVersion::as_str),
         )
+        .bind(self.node.as_deref())
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -339,31 +352,54 @@ impl Queue for SqlStore {
         lease_secs: i64,
         limit: usize,
     ) -> Result<Vec<QueuedMessage>> {
-        let mut tx = self.write_tx().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            // Driven by the due recipients (index `queue_recipients_due`):
-            // the work is proportional to what is due, not to the history
-            // of delivered messages (a correlated EXISTS per message made
-            // every claim scan the whole table: quadratic under load).
-            "SELECT m.id FROM queue_messages m \
+        // Driven by the due recipients (index `queue_recipients_due`): the
+        // work is proportional to what is due, not to the history of
+        // delivered messages (a correlated EXISTS per message made every
+        // claim scan the whole table: quadratic under load).
+        // On PostgreSQL (a fleet) a node claims only its own messages and
+        // those of no node: the bodies are in its local spool.
+        const DUE: &str = "SELECT m.id FROM queue_messages m \
              WHERE m.id IN (SELECT r.message_id FROM queue_recipients r \
                             WHERE r.state = 'pending' AND r.next_attempt_at <= $1) \
-               AND (m.lease_until IS NULL OR m.lease_until <= $1) \
-             ORDER BY m.received_at, m.id \
-             LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
+               AND (m.lease_until IS NULL OR m.lease_until <= $1)";
+        const ORDER: &str = " ORDER BY m.received_at, m.id LIMIT $2";
+        // SQLite: the write transaction excludes every other claimer.
+        // PostgreSQL: claimers run at once; each locks the rows it picks
+        // and passes over rows another has locked (SKIP LOCKED), and a row
+        // whose lease another claimer committed meanwhile is re-checked
+        // against the WHERE clause after the lock and dropped.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE OF m SKIP LOCKED",
+        };
+        let mut tx = self.write_tx().await?;
+        let node = match self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => self.node.as_deref(),
+        };
+        let own = if node.is_some() {
+            " AND (m.node IS NULL OR m.node = $3)"
+        } else {
+            ""
+        };
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{DUE}{own}{ORDER}{lock}")))
+            .bind(now)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        if let Some(node) = node {
+            query = query.bind(node);
+        }
+        let ids: Vec<String> = query.fetch_all(&mut *tx).await?;
         let until = now.saturating_add(lease_secs);
         let mut claimed = Vec::with_capacity(ids.len());
         for id in &ids {
-            sqlx::query("UPDATE queue_messages SET lease_until = $1 WHERE id = $2")
-                .bind(until)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE queue_messages SET lease_until = $1, lease_owner = $2 WHERE id = $3",
+            )
+            .bind(until)
+            .bind(&*self.instance)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             if let Some(msg) = load_message(&mut tx, id).await? {
                 claimed.push(msg);
             }
@@ -440,16 +476,22 @@ impl Queue for SqlStore {
     }
 
     async fn release(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE queue_messages SET lease_until = NULL WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        // Only our own lease: after it expired another runner may have
+        // taken the message, and its lease is not ours to end.
+        sqlx::query(
+            "UPDATE queue_messages SET lease_until = NULL, lease_owner = NULL \
+             WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2)",
+        )
+        .bind(id)
+        .bind(&*self.instance)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn list(&self) -> Result<Vec<QueuedMessage>> {
         // One read transaction: a consistent snapshot of both tables.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let mut messages = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {MESSAGE_COLUMNS} FROM queue_messages ORDER BY received_at, id"
         )))
@@ -479,7 +521,7 @@ impl Queue for SqlStore {
     }
 
     async fn message(&self, id: &str) -> Result<Option<QueuedMessage>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         let msg = load_message(&mut tx, id).await?;
         tx.commit().await?;
         Ok(msg)
@@ -513,11 +555,30 @@ impl Queue for SqlStore {
     }
 
     async fn reset_leases(&self) -> Result<u64> {
-        let updated = sqlx::query(
-            "UPDATE queue_messages SET lease_until = NULL WHERE lease_until IS NOT NULL",
-        )
-        .execute(&self.pool)
-        .await?;
+        let updated =
+            match self.backend {
+                // One node: whatever is leased, the previous process leased.
+                Backend::Sqlite => sqlx::query(
+                    "UPDATE queue_messages SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                )
+                .execute(&self.pool)
+                .await?,
+                // A fleet: live leases may be other nodes' running deliveries
+                // and stay theirs; expired ones are tidied (claiming would
+                // take those anyway), and so are this node's own: only this
+                // node delivers its messages, so a lease on one is left
+                // from its previous run (one process per node name).
+                Backend::Postgres => {
+                    sqlx::query(
+                        "UPDATE queue_messages SET lease_until = NULL, lease_owner = NULL \
+                     WHERE lease_until IS NOT NULL AND (lease_until <= $1 OR node = $2)",
+                    )
+                    .bind(unix_now())
+                    .bind(self.node.as_deref().unwrap_or(""))
+                    .execute(&self.pool)
+                    .await?
+                }
+            };
         Ok(updated.rows_affected())
     }
 

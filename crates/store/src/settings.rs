@@ -15,7 +15,7 @@ use mailtls_core::Address;
 use mailtls_core::sending::{EncryptedSending, ExpertSettings, MinLevel, TlsVersion};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::error::{Result, StoreError};
 use crate::sql::{SqlStore, unix_now};
@@ -70,7 +70,7 @@ pub trait Settings {
 const COLUMNS: &str =
     "address, encrypted_sending, min_level, min_tls, inbound_min_tls, alias_local, updated_at";
 
-fn from_row(row: &SqliteRow) -> Result<UserSettings> {
+fn from_row(row: &AnyRow) -> Result<UserSettings> {
     let corrupt = |what: &str, value: &str| StoreError::Corrupt(format!("{what} '{value}'"));
     let mode: String = row.try_get("encrypted_sending")?;
     let level: Option<String> = row.try_get("min_level")?;

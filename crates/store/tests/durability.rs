@@ -5,14 +5,12 @@ mod common;
 
 use std::process::Command;
 
-use common::{message, obs};
+use common::{TestStore, both_backends, message, obs};
 use mailtls_core::TlsLevel;
 use mailtls_core::memory::MemoryKey;
 use mailtls_store::{Queue, SqlStore, StoreError, TlsMemory, Users};
 
-#[tokio::test]
-async fn everything_is_there_after_close_and_reopen() {
-    let t = common::fresh().await;
+async fn everything_is_there_after_close_and_reopen(t: TestStore) {
     let s = &t.store;
     s.add_user("alice@example.org", "pw").await.expect("add");
     let key = MemoryKey::host("mx.example.net");
@@ -35,8 +33,7 @@ async fn everything_is_there_after_close_and_reopen() {
         "a closed store fails, it does not panic"
     );
 
-    let url = format!("sqlite:{}", t.path().display());
-    let s = SqlStore::open(&url).await.expect("reopen");
+    let s = SqlStore::open(&t.url).await.expect("reopen");
     assert!(
         s.verify_password("alice@example.org", "pw")
             .await
@@ -56,6 +53,7 @@ async fn everything_is_there_after_close_and_reopen() {
     assert_eq!(s.reset_leases().await.expect("reset"), 1);
     assert_eq!(s.claim_due(6, 600, 10).await.expect("claim").len(), 1);
 }
+both_backends!(everything_is_there_after_close_and_reopen);
 
 const CHILD_DB: &str = "MAILTLS_STORE_TEST_CRASH_DB";
 const CRASH_MESSAGES: usize = 25;
@@ -133,18 +131,13 @@ async fn urls_name_sqlite_files_and_other_schemes_are_refused_clearly() {
         .expect("sqlite:// with an absolute path");
     assert!(abs.exists());
 
-    match SqlStore::open("postgres://mailtls@db.example/mailtls").await {
-        Err(e @ StoreError::UnsupportedUrl(_)) => {
-            assert!(e.to_string().contains("issue #6"), "{e}");
-        }
-        other => panic!("expected UnsupportedUrl, got {other:?}"),
-    }
     for url in [
         "mysql://x/y",
         "sqlite::memory:",
         "sqlite:",
         "/var/lib/mailtls.db",
         "sqlite:/var/lib/mailtls.db?mode=ro",
+        "postgres//x/y",
     ] {
         assert!(
             matches!(
@@ -154,4 +147,52 @@ async fn urls_name_sqlite_files_and_other_schemes_are_refused_clearly() {
             "{url}"
         );
     }
+}
+
+// Issue #6: a PostgreSQL server that is down is a clear, prompt error (not a
+// hang), which names the server but not the password.
+#[tokio::test]
+async fn an_unreachable_postgres_is_a_prompt_clear_error() {
+    // Nothing listens on a port we just bound and closed.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let url = format!("postgres://mailtls:s3cret@127.0.0.1:{port}/mailtls");
+    let started = std::time::Instant::now();
+    match SqlStore::open(&url).await {
+        Err(e @ StoreError::Unavailable(_)) => {
+            let text = e.to_string();
+            assert!(e.is_unavailable());
+            assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+
+    // A server that accepts and then says nothing: the connect timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let hold = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let started = std::time::Instant::now();
+    let got = SqlStore::open(&format!("postgresql://mailtls@127.0.0.1:{port}/mailtls")).await;
+    assert!(
+        matches!(&got, Err(StoreError::Unavailable(m)) if m.contains("no answer")),
+        "{got:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= mailtls_store::sql::CONNECT_TIMEOUT
+            && waited < mailtls_store::sql::CONNECT_TIMEOUT * 2,
+        "{waited:?}"
+    );
+    hold.abort();
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::message;
+use common::{Kind, TestStore, both_backends, message};
 use mailtls_core::SmtpStatus;
 use mailtls_core::sending::{MinLevel, SenderRequirement, TlsVersion};
 use mailtls_store::{Queue, RecipientOutcome, RecipientState, StoreError};
@@ -30,9 +30,7 @@ fn failed() -> RecipientOutcome {
     }
 }
 
-#[tokio::test]
-async fn an_enqueued_message_is_due_at_once_with_every_recipient_pending() {
-    let t = common::fresh().await;
+async fn an_enqueued_message_is_due_at_once_with_every_recipient_pending(t: TestStore) {
     let s = &t.store;
     let mut m = message(
         "m1",
@@ -74,10 +72,9 @@ async fn an_enqueued_message_is_due_at_once_with_every_recipient_pending() {
     assert_eq!(q.due(99).count(), 0);
     assert_eq!(s.message("nope").await.expect("message"), None);
 }
+both_backends!(an_enqueued_message_is_due_at_once_with_every_recipient_pending);
 
-#[tokio::test]
-async fn enqueue_refuses_a_taken_id_and_an_empty_envelope_without_writing() {
-    let t = common::fresh().await;
+async fn enqueue_refuses_a_taken_id_and_an_empty_envelope_without_writing(t: TestStore) {
     let s = &t.store;
     s.enqueue(&message("m1", &["b@example.net"], 1))
         .await
@@ -99,12 +96,11 @@ async fn enqueue_refuses_a_taken_id_and_an_empty_envelope_without_writing() {
     );
     assert_eq!(all[0].received_at, 1);
 }
+both_backends!(enqueue_refuses_a_taken_id_and_an_empty_envelope_without_writing);
 
 // A runner owns a claimed message until its lease ends or it releases it;
 // a runner that dies leaves a lease that expires (at-least-once delivery).
-#[tokio::test]
-async fn a_claim_leases_the_message_until_release_or_expiry() {
-    let t = common::fresh().await;
+async fn a_claim_leases_the_message_until_release_or_expiry(t: TestStore) {
     let s = &t.store;
     s.enqueue(&message("m1", &["b@example.net"], 100))
         .await
@@ -137,10 +133,9 @@ async fn a_claim_leases_the_message_until_release_or_expiry() {
         "after reset"
     );
 }
+both_backends!(a_claim_leases_the_message_until_release_or_expiry);
 
-#[tokio::test]
-async fn claims_take_the_oldest_first_within_the_limit() {
-    let t = common::fresh().await;
+async fn claims_take_the_oldest_first_within_the_limit(t: TestStore) {
     let s = &t.store;
     for (id, at) in [("c", 30), ("a", 10), ("b", 20)] {
         s.enqueue(&message(id, &["r@example.net"], at))
@@ -165,10 +160,9 @@ async fn claims_take_the_oldest_first_within_the_limit() {
     assert_eq!(rest, ["c"]);
     assert!(s.claim_due(100, 60, 0).await.expect("claim").is_empty());
 }
+both_backends!(claims_take_the_oldest_first_within_the_limit);
 
-#[tokio::test]
-async fn outcomes_count_attempts_and_only_pending_recipients_are_due() {
-    let t = common::fresh().await;
+async fn outcomes_count_attempts_and_only_pending_recipients_are_due(t: TestStore) {
     let s = &t.store;
     s.enqueue(&message(
         "m1",
@@ -252,10 +246,9 @@ async fn outcomes_count_attempts_and_only_pending_recipients_are_due() {
         Err(StoreError::NotFound(_))
     ));
 }
+both_backends!(outcomes_count_attempts_and_only_pending_recipients_are_due);
 
-#[tokio::test]
-async fn retry_now_makes_deferred_recipients_due() {
-    let t = common::fresh().await;
+async fn retry_now_makes_deferred_recipients_due(t: TestStore) {
     let s = &t.store;
     s.enqueue(&message("m1", &["a@example.net", "b@example.net"], 100))
         .await
@@ -280,10 +273,9 @@ async fn retry_now_makes_deferred_recipients_due() {
     assert_eq!(s.claim_due(200, 60, 10).await.expect("claim").len(), 1);
     assert!(!s.retry_now("nope").await.expect("retry"));
 }
+both_backends!(retry_now_makes_deferred_recipients_due);
 
-#[tokio::test]
-async fn delete_removes_the_message_and_its_recipients() {
-    let t = common::fresh().await;
+async fn delete_removes_the_message_and_its_recipients(t: TestStore) {
     let s = &t.store;
     s.enqueue(&message("m1", &["a@example.net", "b@example.net"], 100))
         .await
@@ -309,10 +301,9 @@ async fn delete_removes_the_message_and_its_recipients() {
     let m = s.message("m1").await.expect("message").expect("queued");
     assert_eq!(m.recipients.len(), 1);
 }
+both_backends!(delete_removes_the_message_and_its_recipients);
 
-#[tokio::test]
-async fn list_returns_every_message_with_its_own_recipients_oldest_first() {
-    let t = common::fresh().await;
+async fn list_returns_every_message_with_its_own_recipients_oldest_first(t: TestStore) {
     let s = &t.store;
     s.enqueue(&message("late", &["x@example.net"], 200))
         .await
@@ -341,10 +332,9 @@ async fn list_returns_every_message_with_its_own_recipients_oldest_first() {
         ]
     );
 }
+both_backends!(list_returns_every_message_with_its_own_recipients_oldest_first);
 
-#[tokio::test]
-async fn prune_finished_drops_only_old_history() {
-    let t = common::fresh().await;
+async fn prune_finished_drops_only_old_history(t: TestStore) {
     let s = &t.store;
     s.enqueue(&message("done", &["a@example.net"], 100))
         .await
@@ -374,12 +364,11 @@ async fn prune_finished_drops_only_old_history() {
         HashSet::from(["done-recent".to_owned(), "pending".to_owned()])
     );
 }
+both_backends!(prune_finished_drops_only_old_history);
 
 // Several runners (here on two independent pools, as two processes) claim
 // at once: each message goes to exactly one of them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_claims_hand_each_message_to_one_runner() {
-    let t = common::fresh().await;
+async fn concurrent_claims_hand_each_message_to_one_runner(t: TestStore) {
     const MESSAGES: usize = 40;
     for i in 0..MESSAGES {
         t.store
@@ -414,10 +403,9 @@ async fn concurrent_claims_hand_each_message_to_one_runner() {
     assert_eq!(all.len(), MESSAGES, "no message claimed twice");
     assert_eq!(unique.len(), MESSAGES, "every message claimed");
 }
+both_backends!(multi_thread: concurrent_claims_hand_each_message_to_one_runner);
 
-#[tokio::test]
-async fn next_due_is_the_earliest_pending_retry() {
-    let t = common::fresh().await;
+async fn next_due_is_the_earliest_pending_retry(t: TestStore) {
     let s = &t.store;
     assert_eq!(s.next_due().await.expect("next_due"), None, "empty queue");
     s.enqueue(&message("m1", &["a@example.net", "b@example.net"], 100))
@@ -445,3 +433,163 @@ async fn next_due_is_the_earliest_pending_retry() {
         "final recipients do not count"
     );
 }
+both_backends!(next_due_is_the_earliest_pending_retry);
+
+// Issue #6: a node that dies mid-delivery loses its lease when it expires,
+// and another node (another pool) takes the message over then, not before.
+async fn another_node_takes_over_when_a_lease_expires(t: TestStore) {
+    let a = &t.store;
+    let b = t.other().await;
+    a.enqueue(&message("m1", &["r@example.net"], 100))
+        .await
+        .expect("enqueue");
+    assert_eq!(a.claim_due(100, 300, 10).await.expect("claim").len(), 1);
+    // Node a "dies": no outcome, no release.
+    assert!(b.claim_due(399, 300, 10).await.expect("claim").is_empty());
+    let taken = b.claim_due(400, 300, 10).await.expect("claim");
+    assert_eq!(taken.len(), 1, "expired: node b takes over");
+    assert!(a.claim_due(401, 300, 10).await.expect("claim").is_empty());
+    b.close().await;
+}
+both_backends!(another_node_takes_over_when_a_lease_expires);
+
+// Issue #6: a message's body is in the spool of the node that accepted it,
+// so on PostgreSQL (a fleet) only that node claims it. On SQLite (one node)
+// the name is recorded only.
+async fn a_node_claims_only_its_own_messages(t: TestStore) {
+    let a = t.store.clone().with_node("node-a");
+    let b = t.other().await.with_node("node-b");
+    a.enqueue(&message("from-a", &["r@example.net"], 100))
+        .await
+        .expect("enqueue");
+    b.enqueue(&message("from-b", &["r@example.net"], 100))
+        .await
+        .expect("enqueue");
+    let ids = |claimed: Vec<mailtls_store::QueuedMessage>| -> Vec<String> {
+        claimed.into_iter().map(|m| m.id).collect()
+    };
+    let by_b = ids(b.claim_due(100, 300, 10).await.expect("claim"));
+    match t.kind {
+        Kind::Sqlite => assert_eq!(by_b, ["from-a", "from-b"]),
+        Kind::Postgres => {
+            assert_eq!(by_b, ["from-b"], "node b never gets node a's message");
+            let by_a = ids(a.claim_due(100, 300, 10).await.expect("claim"));
+            assert_eq!(by_a, ["from-a"]);
+        }
+    }
+    b.close().await;
+}
+both_backends!(a_node_claims_only_its_own_messages);
+
+// Issue #6: a runner whose lease expired and was taken over cannot end the
+// new owner's lease by releasing (which would let a third runner in).
+async fn a_taken_over_lease_is_not_released_by_the_old_runner(t: TestStore) {
+    let old = &t.store;
+    let new = t.other().await;
+    old.enqueue(&message("m1", &["r@example.net"], 100))
+        .await
+        .expect("enqueue");
+    assert_eq!(old.claim_due(100, 300, 10).await.expect("claim").len(), 1);
+    assert_eq!(new.claim_due(400, 300, 10).await.expect("claim").len(), 1);
+    old.release("m1").await.expect("release");
+    let third = t.other().await;
+    assert!(
+        third
+            .claim_due(401, 300, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the new owner's lease holds"
+    );
+    new.release("m1").await.expect("release");
+    assert_eq!(third.claim_due(401, 300, 10).await.expect("claim").len(), 1);
+    new.close().await;
+    third.close().await;
+}
+both_backends!(a_taken_over_lease_is_not_released_by_the_old_runner);
+
+// `reset_leases` at a node's start: on SQLite (one node) every lease is the
+// previous process's and is freed; on PostgreSQL (a fleet) live leases are
+// other nodes' deliveries and stay, only expired ones are tidied.
+async fn reset_leases_never_takes_a_live_lease_from_a_fleet(t: TestStore) {
+    let s = &t.store;
+    let now = mailtls_core::clock::unix_now();
+    // "live" is leased until an hour from now; "expired" was leased long ago.
+    s.enqueue(&message("live", &["r@example.net"], now - 1000))
+        .await
+        .expect("enqueue");
+    let live = s.claim_due(now, 3600, 10).await.expect("claim");
+    assert_eq!(live.len(), 1);
+    s.enqueue(&message("expired", &["r@example.net"], now - 1000))
+        .await
+        .expect("enqueue");
+    let old = s.claim_due(now - 1000, 10, 10).await.expect("claim");
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].id, "expired");
+    let restarted = t.other().await;
+    match t.kind {
+        Kind::Sqlite => {
+            assert_eq!(restarted.reset_leases().await.expect("reset"), 2);
+            assert_eq!(
+                restarted.claim_due(now, 60, 10).await.expect("claim").len(),
+                2
+            );
+        }
+        Kind::Postgres => {
+            assert_eq!(restarted.reset_leases().await.expect("reset"), 1);
+            let claimed: Vec<_> = restarted
+                .claim_due(now, 60, 10)
+                .await
+                .expect("claim")
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(claimed, ["expired"], "the live lease stays its owner's");
+        }
+    }
+    restarted.close().await;
+}
+both_backends!(reset_leases_never_takes_a_live_lease_from_a_fleet);
+
+// Issue #6: two nodes, each with several runners, claim at once from one
+// large queue: every message is claimed exactly once.
+async fn two_nodes_claiming_at_once_never_share_a_message(t: TestStore) {
+    const MESSAGES: usize = 300;
+    for i in 0..MESSAGES {
+        t.store
+            .enqueue(&message(&format!("m{i:03}"), &["r@example.net"], 100))
+            .await
+            .expect("enqueue");
+    }
+    let nodes = [t.store.clone(), t.other().await];
+    let mut runners = Vec::new();
+    for r in 0..12 {
+        let store = nodes[r % 2].clone();
+        runners.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due(100, 600, 5).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut per_node = [0; 2];
+    let mut all = Vec::new();
+    for (r, runner) in runners.into_iter().enumerate() {
+        let mine = runner.await.expect("runner");
+        per_node[r % 2] += mine.len();
+        all.extend(mine);
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), MESSAGES, "no message claimed twice");
+    assert_eq!(unique.len(), MESSAGES, "every message claimed");
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "both nodes worked: {per_node:?}"
+    );
+    nodes[1].close().await;
+}
+both_backends!(multi_thread: two_nodes_claiming_at_once_never_share_a_message);

@@ -2,12 +2,11 @@
 
 mod common;
 
+use common::{TestStore, both_backends};
 use mailtls_core::sending::{EncryptedSending, ExpertSettings, MinLevel, TlsVersion};
 use mailtls_store::{Settings, StoreError, Users};
 
-#[tokio::test]
-async fn a_new_user_has_encrypted_sending_off_and_no_alias() {
-    let t = common::fresh().await;
+async fn a_new_user_has_encrypted_sending_off_and_no_alias(t: TestStore) {
     let s = &t.store;
     s.add_user("Me@Example.ORG", "pw").await.expect("add");
     let got = s.settings("Me@example.org").await.expect("settings");
@@ -20,10 +19,9 @@ async fn a_new_user_has_encrypted_sending_off_and_no_alias() {
         Err(StoreError::NoSuchUser(_))
     ));
 }
+both_backends!(a_new_user_has_encrypted_sending_off_and_no_alias);
 
-#[tokio::test]
-async fn the_alias_exists_exactly_while_the_setting_is_not_off() {
-    let t = common::fresh().await;
+async fn the_alias_exists_exactly_while_the_setting_is_not_off(t: TestStore) {
     let s = &t.store;
     s.add_user("Me@example.org", "pw").await.expect("add");
     let on = s
@@ -68,10 +66,9 @@ async fn the_alias_exists_exactly_while_the_setting_is_not_off() {
         None
     );
 }
+both_backends!(the_alias_exists_exactly_while_the_setting_is_not_off);
 
-#[tokio::test]
-async fn an_alias_has_one_owner() {
-    let t = common::fresh().await;
+async fn an_alias_has_one_owner(t: TestStore) {
     let s = &t.store;
     s.add_user("me@example.org", "pw").await.expect("add");
     s.add_user("me@example.net", "pw").await.expect("add");
@@ -93,3 +90,4 @@ async fn an_alias_has_one_owner() {
         Err(StoreError::NoSuchUser(_))
     ));
 }
+both_backends!(an_alias_has_one_owner);

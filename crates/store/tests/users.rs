@@ -2,11 +2,10 @@
 
 mod common;
 
+use common::{TestStore, both_backends};
 use mailtls_store::{MAX_PASSWORD_LEN, StoreError, Users};
 
-#[tokio::test]
-async fn the_right_password_verifies_and_a_wrong_one_does_not() {
-    let t = common::fresh().await;
+async fn the_right_password_verifies_and_a_wrong_one_does_not(t: TestStore) {
     let s = &t.store;
     s.add_user("alice@example.org", "correct horse battery staple")
         .await
@@ -27,10 +26,9 @@ async fn the_right_password_verifies_and_a_wrong_one_does_not() {
             .expect("verify")
     );
 }
+both_backends!(the_right_password_verifies_and_a_wrong_one_does_not);
 
-#[tokio::test]
-async fn an_unknown_user_or_address_is_simply_refused() {
-    let t = common::fresh().await;
+async fn an_unknown_user_or_address_is_simply_refused(t: TestStore) {
     let s = &t.store;
     assert!(
         !s.verify_password("nobody@example.org", "x")
@@ -45,12 +43,11 @@ async fn an_unknown_user_or_address_is_simply_refused() {
     assert!(!s.user_exists("nobody@example.org").await.expect("exists"));
     assert!(!s.user_exists("not an address").await.expect("exists"));
 }
+both_backends!(an_unknown_user_or_address_is_simply_refused);
 
 // The domain is normalised (lower case, A-labels); the local part is the
 // receiving host's business (RFC 5321 §2.4) and kept as typed.
-#[tokio::test]
-async fn domains_are_normalised_and_local_parts_kept() {
-    let t = common::fresh().await;
+async fn domains_are_normalised_and_local_parts_kept(t: TestStore) {
     let s = &t.store;
     s.add_user("Alice@Example.ORG.", "pw").await.expect("add");
     assert!(s.user_exists("Alice@example.org").await.expect("exists"));
@@ -79,10 +76,9 @@ async fn domains_are_normalised_and_local_parts_kept() {
             .expect("exists")
     );
 }
+both_backends!(domains_are_normalised_and_local_parts_kept);
 
-#[tokio::test]
-async fn oversized_empty_and_addressless_input_is_refused_before_hashing() {
-    let t = common::fresh().await;
+async fn oversized_empty_and_addressless_input_is_refused_before_hashing(t: TestStore) {
     let s = &t.store;
     let long = "x".repeat(MAX_PASSWORD_LEN + 1);
     assert!(matches!(
@@ -118,6 +114,7 @@ async fn oversized_empty_and_addressless_input_is_refused_before_hashing() {
         "no hashing of oversized input"
     );
 }
+both_backends!(oversized_empty_and_addressless_input_is_refused_before_hashing);
 
 #[tokio::test]
 async fn errors_are_temporary_for_an_smtp_peer_and_print_on_one_line() {
@@ -129,9 +126,7 @@ async fn errors_are_temporary_for_an_smtp_peer_and_print_on_one_line() {
 }
 
 // A burst of logins queues for the hash slots and every answer is right.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_burst_of_concurrent_logins_gets_the_right_answers() {
-    let t = common::fresh().await;
+async fn a_burst_of_concurrent_logins_gets_the_right_answers(t: TestStore) {
     t.store
         .add_user("alice@example.org", "pw")
         .await
@@ -154,3 +149,4 @@ async fn a_burst_of_concurrent_logins_gets_the_right_answers() {
         assert_eq!(got, expected);
     }
 }
+both_backends!(multi_thread: a_burst_of_concurrent_logins_gets_the_right_answers);
