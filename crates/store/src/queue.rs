@@ -583,11 +583,27 @@ impl Queue for SqlStore {
     }
 
     async fn next_due(&self) -> Result<Option<i64>> {
-        let (due,): (Option<i64>,) = sqlx::query_as(
-            "SELECT MIN(next_attempt_at) FROM queue_recipients WHERE state = 'pending'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        // As claiming: on PostgreSQL a node waits only for its own messages
+        // (and those of no node), or it would wake for others' retries.
+        let (due,): (Option<i64>,) = match (self.backend, self.node.as_deref()) {
+            (Backend::Postgres, Some(node)) => {
+                sqlx::query_as(
+                    "SELECT MIN(r.next_attempt_at) FROM queue_recipients r \
+                     JOIN queue_messages m ON m.id = r.message_id \
+                     WHERE r.state = 'pending' AND (m.node IS NULL OR m.node = $1)",
+                )
+                .bind(node)
+                .fetch_one(&self.pool)
+                .await?
+            }
+            _ => {
+                sqlx::query_as(
+                    "SELECT MIN(next_attempt_at) FROM queue_recipients WHERE state = 'pending'",
+                )
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
         Ok(due)
     }
 }

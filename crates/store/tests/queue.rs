@@ -475,6 +475,20 @@ async fn a_node_claims_only_its_own_messages(t: TestStore) {
             assert_eq!(by_b, ["from-b"], "node b never gets node a's message");
             let by_a = ids(a.claim_due(100, 300, 10).await.expect("claim"));
             assert_eq!(by_a, ["from-a"]);
+            // Node b waits only for its own retries.
+            let retry = |at| RecipientOutcome::Deferred {
+                status: mailtls_core::SmtpStatus::TLS_REQUIRED_TEMP,
+                reason: "later".into(),
+                next_attempt_at: at,
+            };
+            a.record_outcome("from-a", "r@example.net", &retry(500), 100)
+                .await
+                .expect("record");
+            b.record_outcome("from-b", "r@example.net", &retry(900), 100)
+                .await
+                .expect("record");
+            assert_eq!(b.next_due().await.expect("due"), Some(900));
+            assert_eq!(a.next_due().await.expect("due"), Some(500));
         }
     }
     b.close().await;

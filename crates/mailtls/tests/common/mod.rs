@@ -121,6 +121,10 @@ pub struct Mailtls {
     pub resolver: SocketAddr,
     pub trust_anchor: PathBuf,
     pub serve: Option<Serve>,
+    /// The EHLO name and `Received:` name (`<dir>.sender.example`).
+    pub hostname: String,
+    /// Appended to the config file.
+    pub extra: String,
 }
 
 impl Mailtls {
@@ -128,7 +132,22 @@ impl Mailtls {
     /// [`USER`] with `mailtls user add` (password on stdin). Retries come
     /// after 1 s, then every 2 s.
     pub async fn install(world: &RunningWorld) -> Result<Mailtls, Box<dyn Error>> {
-        let dir = world.scratch_dir().join("mailtls");
+        let mut mailtls = Mailtls::install_in(world, "mailtls", "", true).await?;
+        mailtls.hostname = "relay.sender.example".into();
+        Ok(mailtls)
+    }
+
+    /// An installation in its own directory `name` of the world's scratch
+    /// directory, with `extra` appended to its config (e.g. a `[store]`
+    /// section); the account [`USER`] is created only with `add_user` (a
+    /// fleet's nodes share one store).
+    pub async fn install_in(
+        world: &RunningWorld,
+        name: &str,
+        extra: &str,
+        add_user: bool,
+    ) -> Result<Mailtls, Box<dyn Error>> {
+        let dir = world.scratch_dir().join(name);
         std::fs::create_dir_all(&dir)?;
         let ip = fresh_loopback_ip();
         let mailtls = Mailtls {
@@ -141,12 +160,16 @@ impl Mailtls {
             resolver: world.addr(),
             trust_anchor: world.trust_anchor_path(),
             serve: None,
+            hostname: format!("{name}.sender.example"),
+            extra: extra.to_owned(),
         };
-        let output = mailtls
-            .run(&["user", "add", USER], Some(format!("{PASSWORD}\n")))
-            .await?;
-        if !output.status.success() {
-            return Err(format!("mailtls user add: {}", transcript(&output)).into());
+        if add_user {
+            let output = mailtls
+                .run(&["user", "add", USER], Some(format!("{PASSWORD}\n")))
+                .await?;
+            if !output.status.success() {
+                return Err(format!("mailtls user add: {}", transcript(&output)).into());
+            }
         }
         Ok(mailtls)
     }
@@ -162,7 +185,7 @@ impl Mailtls {
 
     pub fn write_config(&self) -> Result<(), Box<dyn Error>> {
         let text = format!(
-            r#"hostname = "relay.sender.example"
+            r#"hostname = "{hostname}"
 
 [dns]
 resolver = "{resolver}"
@@ -185,7 +208,10 @@ listen_tls = ["{submission_tls}"]
 [relay]
 retry_base_secs = 1
 retry_max_secs = 2
+{extra}
 "#,
+            hostname = self.hostname,
+            extra = self.extra,
             resolver = self.resolver,
             anchor = self.trust_anchor.display(),
             submission = self.submission,
