@@ -8,6 +8,9 @@
 //!   when last seen), taken from the probe report or the memory entry, so
 //!   that the browser does not interpret the report;
 //! * `pending`: a background probe is running, an update will follow;
+//! * `stale`: present (true) when the shared TLS memory could not be read
+//!   (a fleet's PostgreSQL unreachable, issue #6) and the answer comes from
+//!   the entry this node read last: possibly stale, and said so;
 //! * `sendable` / `blocked_reason`: only when the signed-in sender must
 //!   send encrypted (SPEC §4: a secure alias or Encrypted Sending on),
 //!   judged by `mailtls_core::sending::precheck` from the memory entry.
@@ -46,6 +49,9 @@ pub struct Answer {
     /// Why not, when `sendable` is false; a note when it is not known yet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_reason: Option<String>,
+    /// The store could not be read: the answer is from this node's cache.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// The facts a tooltip shows.
@@ -74,7 +80,7 @@ impl App {
                 return finish(report, Details::default(), false, None, requirement);
             }
         };
-        let entry = self.memory_entry(&target).await;
+        let (entry, stale) = self.memory_entry(&target).await;
         let domain = target.domain().as_str();
         if let Some(recent) = self.probes().recent(domain) {
             let mut report = (*recent).clone();
@@ -84,9 +90,17 @@ impl App {
         }
         match entry {
             Some(entry) => {
-                let report = CheckReport::from_memory(&target, Some(&entry), SystemTime::now());
+                let mut report = CheckReport::from_memory(&target, Some(&entry), SystemTime::now());
+                if stale {
+                    report.detail = format!(
+                        "{} (the shared TLS memory cannot be reached: this node's last copy, possibly stale)",
+                        report.detail
+                    );
+                }
                 let details = details_of_memory(&entry);
-                finish(report, details, false, Some(&entry), requirement)
+                let mut answer = finish(report, details, false, Some(&entry), requirement);
+                answer.stale = stale;
+                answer
             }
             None => {
                 let report = CheckReport::from_memory(&target, None, SystemTime::now());
@@ -105,28 +119,37 @@ impl App {
         requirement: Option<&SenderRequirement>,
     ) -> Answer {
         let target = Target::Address(address.clone());
-        let entry = self.memory_entry(&target).await;
+        let (entry, _) = self.memory_entry(&target).await;
         let mut report = probed.clone();
         report.address = target.to_string();
         let details = details_of_probe(&report);
         finish(report, details, false, entry.as_ref(), requirement)
     }
 
-    async fn memory_entry(&self, target: &Target) -> Option<MemoryEntry> {
+    /// The domain's memory entry, and whether it is this node's last copy
+    /// because the store cannot be read (issue #6: the check answers from
+    /// a local cache marked as possibly stale).
+    async fn memory_entry(&self, target: &Target) -> (Option<MemoryEntry>, bool) {
         let domain = target.domain().as_str();
         if let Some(entry) = self.probes().cached_entry(domain) {
-            return entry;
+            return (entry, false);
         }
         let key = MemoryKey::domain(domain);
         match self.store().entry(&key).await {
             Ok(entry) => {
                 self.probes().cache_entry(domain, entry.clone());
-                entry
+                (entry, false)
             }
-            Err(e) => {
-                warn!(%key, error = %e, "TLS memory unavailable; answering without it");
-                None
-            }
+            Err(e) => match self.probes().last_known_entry(domain) {
+                Some(entry) => {
+                    warn!(%key, error = %e, "TLS memory unavailable; answering from this node's last copy (possibly stale)");
+                    (entry, true)
+                }
+                None => {
+                    warn!(%key, error = %e, "TLS memory unavailable and nothing cached; answering without it");
+                    (None, false)
+                }
+            },
         }
     }
 }
@@ -163,6 +186,7 @@ fn finish(
         pending,
         sendable,
         blocked_reason,
+        stale: false,
     }
 }
 

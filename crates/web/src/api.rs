@@ -8,6 +8,9 @@
 //!   answer is known, then `done`.
 //! * `GET`/`PUT /api/v1/settings`: the signed-in user's Encrypted Sending
 //!   (session cookie; writes need the `X-CSRF-Token` header).
+//! * `GET /api/v1/health`: whether this node reaches its store (issue #6:
+//!   a fleet's PostgreSQL); `503` when not, for load balancers and
+//!   monitoring.
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status; the public check
 //! and the event stream are rate-limited per client (`429` with
@@ -40,6 +43,37 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 /// Longest `address` value accepted, bytes (an address is at most 254
 /// octets, RFC 5321 §4.5.3.1.3; a little slack for typing around it).
 pub const MAX_ADDRESS_BYTES: usize = 512;
+
+/// What `GET /api/v1/health` says.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// `ok`, or `degraded` when the store cannot be reached.
+    pub status: &'static str,
+    /// `ok`, or why the store cannot be reached.
+    pub store: String,
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// This node's name in a fleet, if set.
+    pub node: Option<String>,
+}
+
+/// `GET /api/v1/health`: one round trip to the store. Not rate-limited
+/// (monitoring polls it), and cheap.
+pub async fn health(State(app): State<App>) -> Response {
+    let store = app.store();
+    let backend = store.backend().as_str();
+    let (status, code, store_state) = match store.ping().await {
+        Ok(()) => ("ok", StatusCode::OK, "ok".to_owned()),
+        Err(e) => ("degraded", StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let health = Health {
+        status,
+        store: store_state,
+        backend,
+        node: store.node().map(str::to_owned),
+    };
+    (code, Json(health)).into_response()
+}
 
 /// `GET /api/v1/check`.
 pub async fn check(

@@ -157,6 +157,13 @@ impl Probes {
             .map(|(_, entry)| entry.clone())
     }
 
+    /// The memory entry of `domain` last read from the store, however old
+    /// (for answering while the store cannot be reached; issue #6).
+    pub fn last_known_entry(&self, domain: &str) -> Option<Option<MemoryEntry>> {
+        let state = self.inner.lock();
+        state.entries.get(domain).map(|(_, entry)| entry.clone())
+    }
+
     /// Keeps what the store said about `domain` for [`ENTRY_TTL`].
     pub fn cache_entry(&self, domain: &str, entry: Option<MemoryEntry>) {
         let mut state = self.inner.lock();

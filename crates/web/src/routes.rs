@@ -59,6 +59,7 @@ pub fn router(app: App) -> Router {
             get(api::get_settings).put(api::put_settings),
         )
         .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/health", get(api::health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(app.clone(), limits))

@@ -43,6 +43,44 @@ async fn check_answers_known_domains_from_memory_and_unknown_ones_ssl_unknown_at
     assert!(v[0].get("sendable").is_none());
 }
 
+// ---- Issue #6: the store unreachable ---------------------------------------
+
+/// When the store cannot be read, a domain this node has read before is
+/// answered from its last copy, marked `stale`; the health endpoint says
+/// the node is degraded (`503`).
+#[tokio::test]
+async fn without_the_store_answers_are_marked_stale_and_health_is_503() {
+    let t = test_app(config()).await;
+    learn(&t.store, "known.example", TlsLevel::Tls).await;
+    let health = get(&t.app, "/api/v1/health", None).await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(health.json()["backend"], "sqlite");
+    let fresh = get(&t.app, "/api/v1/check?address=a@known.example", None).await;
+    assert!(fresh.json()[0].get("stale").is_none(), "{}", fresh.body);
+
+    t.store.close().await;
+    // Past the short read cache: the store is asked, and fails.
+    tokio::time::sleep(mailtls_web::probes::ENTRY_TTL + Duration::from_millis(200)).await;
+    let stale = get(&t.app, "/api/v1/check?address=a@known.example", None).await;
+    assert_eq!(stale.status, 200, "{}", stale.body);
+    let v = &stale.json()[0];
+    assert_eq!(
+        (v["status"].as_str(), v["stale"].as_bool()),
+        (Some("SSL ok"), Some(true)),
+        "{v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("possibly stale")),
+        "{v}"
+    );
+    let health = get(&t.app, "/api/v1/health", None).await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.json()["status"], "degraded");
+}
+
 #[tokio::test]
 async fn check_of_an_invalid_address_is_an_answer_not_an_error() {
     let t = test_app(config()).await;

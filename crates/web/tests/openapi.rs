@@ -244,10 +244,18 @@ async fn every_documented_operation_answers_as_documented() {
     .await;
     check("/api/v1/settings", "put", &r);
 
+    // /api/v1/health: 200 now; 503 once the store is gone (at the end).
+    let r = get(&t.app, "/api/v1/health", None).await;
+    check("/api/v1/health", "get", &r);
+
     // The document itself, as served, is the file.
     let r = get(&t.app, "/api/v1/openapi.json", None).await;
     check("/api/v1/openapi.json", "get", &r);
     assert_eq!(r.body, DOC);
+
+    t.store.close().await;
+    let r = get(&t.app, "/api/v1/health", None).await;
+    check("/api/v1/health", "get", &r);
 
     // Every documented operation was exercised, with each of these statuses.
     let statuses = |path: &str, method: &str| -> BTreeSet<u16> {
@@ -280,6 +288,10 @@ async fn every_documented_operation_answers_as_documented() {
     assert_eq!(
         statuses("/api/v1/settings", "put"),
         BTreeSet::from([200, 400, 401, 403, 413, 415, 422])
+    );
+    assert_eq!(
+        statuses("/api/v1/health", "get"),
+        BTreeSet::from([200, 503])
     );
 }
 
