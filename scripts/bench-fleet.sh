@@ -54,45 +54,17 @@ pg_start >&2
 DB_URL="${MAILTLS_TEST_POSTGRES_URL%/*}/mailtls_bench"
 psql "$MAILTLS_TEST_POSTGRES_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE mailtls_bench" >/dev/null
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# start_node NAME STORE_SECTION: a node with its own data directory and web
-# port; prints the port.
-start_node() {
-    local name=$1 store=$2 port
-    port=$(free_port)
-    cat >"$WORK/$name.toml" <<EOF
-data_dir = "$WORK/$name"
-hostname = "$name.mailtls.test"
-[smtp.inbound]
-listen = ["127.0.0.1:0"]
-[smtp.submission]
-listen = ["127.0.0.1:0"]
-listen_tls = ["127.0.0.1:0"]
-[web]
-listen = "127.0.0.1:$port"
-check_rate_per_minute = 4000000000
-$store
-EOF
-    NO_COLOR=1 "$MAILTLS" --config "$WORK/$name.toml" serve >"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        grep -q "web on http://" "$WORK/$name.log" && break
-        sleep 0.1
-    done
-    grep -q "web on http://127.0.0.1:$port" "$WORK/$name.log" || { cat "$WORK/$name.log" >&2; die "$name did not start"; }
-    echo "$port"
-}
+# shellcheck source=scripts/bench/web-lib.sh
+source "$ROOT/scripts/bench/web-lib.sh"
 
 PG_STORE="[store]
 url = \"$DB_URL\""
-PORT_A=$(start_node node-a "$PG_STORE
-node = \"node-a\"")
-PORT_B=$(start_node node-b "$PG_STORE
-node = \"node-b\"")
-PORT_S=$(start_node sqlite-node "")
+PORT_A=$(free_port) PORT_B=$(free_port) PORT_S=$(free_port)
+start_web_node node-a "$PORT_A" "$PG_STORE
+node = \"node-a\""
+start_web_node node-b "$PORT_B" "$PG_STORE
+node = \"node-b\""
+start_web_node sqlite-node "$PORT_S"
 
 # A learned memory entry, as a delivery records it, in both stores.
 now=$(date +%s)
@@ -109,13 +81,6 @@ for port in "$PORT_A" "$PORT_B" "$PORT_S"; do
 done
 curl -sS --fail "http://127.0.0.1:$PORT_A/api/v1/health" | grep -q '"backend":"postgres"' || die "node-a is not on PostgreSQL"
 
-rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
-p99() {
-    awk '$1 == "99%" {
-        v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v);
-        if (unit == "us") v /= 1000; else if (unit == "s") v *= 1000; else if (unit == "m") v *= 60000;
-        printf "%.2f\n", v }' "$1"
-}
 wrk_run() { # PORT OUT
     wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$1$PATH_Q" >"$2"
 }

@@ -54,39 +54,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/bench/web-lib.sh
+source "$ROOT/scripts/bench/web-lib.sh"
 WEB_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 
-# --- mailtls serve, with the rate limit raised out of the way -------------
-# Every SMTP listener on a port of its own choosing (0), nothing on 25/587.
-cat >"$WORK/mailtls.toml" <<EOF
-data_dir = "$WORK/data"
-hostname = "bench.mailtls.test"
-[smtp.inbound]
-listen = ["127.0.0.1:0"]
-[smtp.submission]
-listen = ["127.0.0.1:0"]
-listen_tls = ["127.0.0.1:0"]
-[web]
-listen = "127.0.0.1:$WEB_PORT"
-# The benchmark is one client: the public limit (default 60/min) would
-# answer 429 after a second.
-check_rate_per_minute = 4000000000
-EOF
-NO_COLOR=1 "$MAILTLS" --config "$WORK/mailtls.toml" serve >"$WORK/serve.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do
-    grep -q "web on http://" "$WORK/serve.log" && break
-    sleep 0.1
-done
-grep -q "web on http://127.0.0.1:$WEB_PORT" "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; die "mailtls serve did not start its web listener"; }
+# --- mailtls serve ----------------------------------------------------------
+start_web_node serve "$WEB_PORT"
 
 # --- a learned memory entry: what a delivery to bench.example recorded -----
 now=$(date +%s)
-sqlite3 "$WORK/data/mailtls.sqlite" >/dev/null "PRAGMA busy_timeout = 5000;
+sqlite3 "$WORK/serve/mailtls.sqlite" >/dev/null "PRAGMA busy_timeout = 5000;
 INSERT INTO tls_memory (kind, name, first_tls_at, last_tls_at, last_seen_at, best_level, last_level, protocol, cipher)
 VALUES ('domain', 'bench.example', $((now - 86400)), $now, $now, 1, 1, 'TLSv1.3', 'TLS_AES_256_GCM_SHA384');"
 
@@ -134,14 +112,6 @@ NGINX_BYTES=$(curl -sS --fail "$URL_NGINX" | wc -c)
 run_wrk() { # URL OUTFILE
     wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$1" >/dev/null
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1" >"$2"
-}
-# Requests/sec, and p99 in milliseconds.
-rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
-p99() {
-    awk '$1 == "99%" {
-        v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v);
-        if (unit == "us") v /= 1000; else if (unit == "s") v *= 1000; else if (unit == "m") v *= 60000;
-        printf "%.3f\n", v }' "$1"
 }
 errors() { awk '/Non-2xx|Socket errors/ { print }' "$1" | tr '\n' ' '; }
 ratio() { awk -v m="$1" -v n="$2" 'BEGIN { printf "%.2f", m / n }'; }

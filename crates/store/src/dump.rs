@@ -33,7 +33,9 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use crate::error::{Result, StoreError};
-use crate::memory::{ForgetRecord, StoredAlert, entry_from_row, key_of, level, rank};
+use crate::memory::{
+    ForgetRecord, StoredAlert, entry_from_row, forget_record_from_row, key_of, level, rank,
+};
 use crate::sql::{SqlStore, unix_now};
 
 /// The `format` of a dump's header.
@@ -188,16 +190,7 @@ fn alert_record(row: &AnyRow) -> Result<Record> {
 }
 
 fn forgotten_record(row: &AnyRow) -> Result<Record> {
-    Ok(Record::Forgotten(ForgetRecord {
-        id: row.try_get("id")?,
-        key: key_of(row.try_get("kind")?, row.try_get("name")?)?,
-        reason: row.try_get("reason")?,
-        at: row.try_get("at")?,
-        best_level: row
-            .try_get::<Option<i64>, _>("best_level")?
-            .map(level)
-            .transpose()?,
-    }))
+    forget_record_from_row(row).map(Record::Forgotten)
 }
 
 fn message_record(row: &AnyRow) -> Result<Record> {

@@ -380,21 +380,22 @@ impl SqlStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ForgetRecord {
-                    id: row.try_get("id")?,
-                    key: key_of(row.try_get("kind")?, row.try_get("name")?)?,
-                    reason: row.try_get("reason")?,
-                    at: row.try_get("at")?,
-                    best_level: row
-                        .try_get::<Option<i64>, _>("best_level")?
-                        .map(level)
-                        .transpose()?,
-                })
-            })
-            .collect()
+        rows.iter().map(forget_record_from_row).collect()
     }
+}
+
+/// One row of `tls_memory_forgotten`.
+pub(crate) fn forget_record_from_row(row: &AnyRow) -> Result<ForgetRecord> {
+    Ok(ForgetRecord {
+        id: row.try_get("id")?,
+        key: key_of(row.try_get("kind")?, row.try_get("name")?)?,
+        reason: row.try_get("reason")?,
+        at: row.try_get("at")?,
+        best_level: row
+            .try_get::<Option<i64>, _>("best_level")?
+            .map(level)
+            .transpose()?,
+    })
 }
 
 #[cfg(test)]
