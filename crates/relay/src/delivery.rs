@@ -46,6 +46,7 @@ use mailtls_dns::MailResolver;
 use mailtls_smtp::transaction::{Envelope, RecipientResult, StepTimes, send_mail};
 use mailtls_smtp::{Extensions, ReplyCode, SmtpClient, SmtpError, Starttls, Timeouts};
 use mailtls_store::TlsMemory;
+use mailtls_store::sql::bounded;
 use mailtls_tls::{DaneParams, HandshakeParams, TlsClient};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -324,7 +325,7 @@ impl<M: TlsMemory + Sync> Deliverer<M> {
     /// A memory entry; an unreadable memory defers (fail closed: it might
     /// say TLS is mandatory).
     async fn memory_entry(&self, key: &MemoryKey) -> Result<Option<MemoryEntry>, Deferral> {
-        self.memory.entry(key).await.map_err(|e| Deferral {
+        bounded(self.memory.entry(key)).await.map_err(|e| Deferral {
             status: LOCAL_TEMP,
             reason: format!("the TLS memory for {key} cannot be read: {e}"),
         })

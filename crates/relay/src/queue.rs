@@ -47,6 +47,7 @@ use crate::delivery::{Deliverer, DeliverySettings, DomainJob, Outcome, Recipient
 use crate::local::{LocalOutcome, LocalRecipient};
 use crate::server::ServerStore;
 use crate::spool::Spool;
+use mailtls_store::sql::bounded;
 
 /// How long a claimed message stays leased: longer than any one attempt
 /// (ten hosts, four addresses each, bounded steps) is expected to take. A
@@ -244,7 +245,7 @@ where
                     continue;
                 }
             };
-            match self.store.enqueue(&message).await {
+            match bounded(self.store.enqueue(&message)).await {
                 Ok(()) | Err(StoreError::AlreadyExists(_)) => {
                     tracing::info!(message = %message.id, "held envelope queued: the store answers again");
                     if let Err(e) = self.spool.release_held(&message.id).await {
@@ -641,7 +642,7 @@ where
             let free = batch.saturating_sub(in_progress.len());
             let mut claimed = 0;
             if free > 0 {
-                match self.store.claim_due(now, lease, free).await {
+                match bounded(self.store.claim_due(now, lease, free)).await {
                     Ok(messages) => {
                         claimed = messages.len();
                         for msg in messages {
@@ -660,7 +661,7 @@ where
             }
             // The store knows retries set elsewhere: by an earlier run, or by
             // `mailtls queue retry` from a shell.
-            match self.store.next_due().await {
+            match bounded(self.store.next_due()).await {
                 Ok(due) => next_due = min_opt(next_due, due),
                 Err(e) => tracing::warn!(error = %e, "cannot read the next due time"),
             }

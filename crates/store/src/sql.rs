@@ -62,6 +62,31 @@ const MAX_CONNECTIONS: u32 = 8;
 /// may take before the store reports [`StoreError::Unavailable`]: a server
 /// that is down yields a clear error in seconds, not a hang.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a caller on a hot path (an SMTP session, the queue runner, the
+/// web check) waits for one store operation before treating the store as
+/// unavailable (see [`bounded`]). Connecting and waiting for a pooled
+/// connection are bounded by [`CONNECT_TIMEOUT`]; this bounds the rest,
+/// e.g. a query on an established connection during a network partition,
+/// which TCP alone would let hang for minutes.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a store operation within [`OPERATION_TIMEOUT`]; a time-out is
+/// [`StoreError::Unavailable`], so the caller fails safe (a `4xx`, a held
+/// envelope, a deferral, a stale answer) instead of hanging. An operation
+/// cut short may still complete in the database: callers only bound
+/// operations that are safe to repeat (reads, idempotent writes, queueing
+/// with a unique id).
+pub async fn bounded<T>(operation: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(OPERATION_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer within {}s",
+                OPERATION_TIMEOUT.as_secs()
+            )))
+        })
+}
 /// Attempts of a write transaction that lost a race (see
 /// [`StoreError::is_retryable`]) before the store gives up.
 const MAX_ATTEMPTS: u32 = 20;
@@ -436,6 +461,17 @@ fn instance_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #6, fail safe: a store operation that never answers (a
+    /// network partition) becomes `Unavailable` after the bound.
+    #[tokio::test(start_paused = true)]
+    async fn an_operation_that_hangs_is_unavailable_not_a_hang() {
+        let err = bounded(std::future::pending::<Result<()>>())
+            .await
+            .expect_err("times out");
+        assert!(err.is_unavailable(), "{err}");
+        assert_eq!(bounded(async { Ok(7) }).await.expect("answers"), 7);
+    }
 
     async fn pragma(conn: &mut AnyConnection, name: &'static str) -> String {
         // The value's column is named after the pragma, except this one.

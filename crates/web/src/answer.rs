@@ -135,7 +135,7 @@ impl App {
             return (entry, false);
         }
         let key = MemoryKey::domain(domain);
-        match self.store().entry(&key).await {
+        match mailtls_store::sql::bounded(self.store().entry(&key)).await {
             Ok(entry) => {
                 self.probes().cache_entry(domain, entry.clone());
                 (entry, false)

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailtls_core::memory::MemoryKey;
+use mailtls_store::sql::bounded;
 use mailtls_store::{NewMessage, StoreError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -225,7 +226,7 @@ where
             }
             Action::VerifyPassword { user, password } => {
                 flush(io, output, shared.idle_timeout).await?;
-                let result = shared.store.verify_password(&user, &password.0).await;
+                let result = bounded(shared.store.verify_password(&user, &password.0)).await;
                 match &result {
                     Ok(true) => info!(%user, "submission AUTH succeeded"),
                     Ok(false) => warn!(%user, "submission AUTH failed"),
@@ -235,7 +236,7 @@ where
             }
             Action::Lookup(request) => {
                 flush(io, output, shared.idle_timeout).await?;
-                let result = lookup(&shared.store, &request).await;
+                let result = bounded(lookup(&shared.store, &request)).await;
                 if let Err(e) = &result {
                     warn!(error = %e, "SMTP session: store look-up failed; answered 451");
                 }
@@ -347,7 +348,7 @@ where
         client: format!("{} [{}]", message.trace.helo, message.trace.client_ip),
         sender_requirement: message.sender_requirement,
     };
-    if let Err(e) = shared.store.enqueue(&new).await {
+    if let Err(e) = bounded(shared.store.enqueue(&new)).await {
         // Fail safe (issue #6): the body is on local disk; keep the envelope
         // beside it and accept. The queue runner moves it into the store
         // when the store answers again.
