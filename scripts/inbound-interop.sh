@@ -452,6 +452,12 @@ if await f "$MAILDIR" "Subject: $S_TLS" "Postfix encrypt: $ALIAS delivered to Do
     else
         row FAIL "  Dovecot Received: from mailtls with LMTP" "$(headers "$f" | grep -m1 '^Received:' | cut -c1-150)"
     fi
+    # The copy names the alias it was sent to, for the user's filters.
+    if headers "$f" | grep -qx "X-Original-To: $ALIAS"; then
+        row ok "  X-Original-To: $ALIAS" ""
+    else
+        row FAIL "  X-Original-To: $ALIAS" "$(headers "$f" | grep -m1 -i '^X-Original-To:' || echo none)"
+    fi
 fi
 # (The first TLS session in the log: there was none before the reload.)
 tlsline=$(grep -m1 -E "postfix/smtp\[[0-9]+\]: .*TLS connection established to $MX_ADDR\[$MX_ADDR\]:25" "$P/maillog" || true)

@@ -220,7 +220,7 @@ impl MailStore {
                     deliver_maildir(root, sender, &to, message, hostname, timeout).await
                 }
                 MailStore::Lmtp(target) => {
-                    deliver_lmtp(target, sender, &to, message, hostname, timeout).await
+                    deliver_lmtp_per_original(target, sender, &to, message, hostname, timeout).await
                 }
             };
             for (&i, result) in pending.iter().zip(results) {
@@ -246,6 +246,56 @@ impl MailStore {
             })
             .collect()
     }
+}
+
+/// LMTP delivery, one transaction per address the mail was sent to when
+/// that is not the mailbox itself (a secure alias): that copy begins with
+/// `X-Original-To: <address>` (what Postfix's local delivery writes), so
+/// the store's filters (Sieve) can tell alias mail apart — the store
+/// writes its own `Delivered-To:` with the mailbox. Mail to the mailbox
+/// itself goes in one transaction, unchanged. (Maildir copies name the
+/// original address in their `Delivered-To:`.)
+async fn deliver_lmtp_per_original(
+    target: &LmtpTarget,
+    sender: &str,
+    to: &[&LocalRecipient],
+    message: &[u8],
+    hostname: &str,
+    timeout: Duration,
+) -> Vec<LocalOutcome> {
+    let mut groups: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
+    for (i, r) in to.iter().enumerate() {
+        let key = (!r.original.eq_ignore_ascii_case(&r.mailbox)).then_some(r.original.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    let mut outcomes: Vec<Option<LocalOutcome>> = vec![None; to.len()];
+    for (original, members) in groups {
+        let batch: Vec<&LocalRecipient> = members.iter().map(|&i| to[i]).collect();
+        let copy;
+        let body = match original {
+            Some(original) => {
+                copy = [format!("X-Original-To: {original}\r\n").as_bytes(), message].concat();
+                copy.as_slice()
+            }
+            None => message,
+        };
+        let results = deliver_lmtp(target, sender, &batch, body, hostname, timeout).await;
+        for (i, result) in members.into_iter().zip(results) {
+            outcomes[i] = Some(result);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| LocalOutcome::Deferred {
+                status: CONNECTION_BROKEN,
+                reason: "the LMTP session gave no answer for this recipient".to_owned(),
+            })
+        })
+        .collect()
 }
 
 impl fmt::Display for MailStore {

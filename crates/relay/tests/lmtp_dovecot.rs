@@ -235,6 +235,11 @@ async fn dovecot_delivers_to_the_known_user_and_refuses_the_unknown_one() {
     assert!(mail.contains("Return-Path: <alice@example.net>"), "{mail}");
     assert!(mail.contains("Subject: interop"), "{mail}");
     assert!(mail.contains("Hello from mailtls over LMTP."), "{mail}");
+    // Mail to the secure alias says so, for the store's filters.
+    assert!(
+        mail.contains("X-Original-To: me@secure.example.org"),
+        "{mail}"
+    );
     // Dot-stuffing was undone by the server: the line is as the sender wrote it.
     assert!(mail.contains("\n.a line that starts with a dot"), "{mail}");
     assert!(!mail.contains("..a line"), "{mail}");
@@ -264,4 +269,8 @@ async fn dovecot_accepts_the_same_delivery_over_its_unix_socket() {
     let mail = fs::read_to_string(&files[0]).expect("read the delivered mail");
     assert!(mail.contains("Return-Path: <>"), "{mail}");
     assert!(mail.contains("Hello from mailtls over LMTP."), "{mail}");
+    assert!(
+        !mail.contains("X-Original-To:"),
+        "mail to the mailbox itself: {mail}"
+    );
 }
