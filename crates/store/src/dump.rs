@@ -128,6 +128,9 @@ enum Record {
         require_tls: bool,
         sender_min_level: Option<String>,
         sender_min_tls: Option<String>,
+        /// The node whose spool holds the body (absent in older dumps).
+        #[serde(default)]
+        node: Option<String>,
     },
     Recipient {
         message_id: String,
@@ -204,6 +207,7 @@ fn message_record(row: &AnyRow) -> Result<Record> {
         require_tls: row.try_get::<i64, _>("require_tls")? != 0,
         sender_min_level: row.try_get("sender_min_level")?,
         sender_min_tls: row.try_get("sender_min_tls")?,
+        node: row.try_get("node")?,
     })
 }
 
@@ -252,7 +256,7 @@ const TABLES: [(&str, ToRecord); 7] = [
     (
         "SELECT id, sender, size, received_at, auth_user, client, \
          CASE WHEN require_tls THEN 1 ELSE 0 END AS require_tls, sender_min_level, \
-         sender_min_tls FROM queue_messages ORDER BY id",
+         sender_min_tls, node FROM queue_messages ORDER BY id",
         message_record,
     ),
     (
@@ -511,10 +515,11 @@ async fn insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, record: &Record)
             require_tls,
             sender_min_level,
             sender_min_tls,
+            node,
         } => sqlx::query(
             "INSERT INTO queue_messages (id, sender, size, received_at, auth_user, client, \
-               require_tls, sender_min_level, sender_min_tls, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+               require_tls, sender_min_level, sender_min_tls, lease_until, node) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
         )
         .bind(id)
         .bind(sender)
@@ -524,7 +529,8 @@ async fn insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, record: &Record)
         .bind(client)
         .bind(*require_tls)
         .bind(sender_min_level)
-        .bind(sender_min_tls),
+        .bind(sender_min_tls)
+        .bind(node),
         Record::Recipient {
             message_id,
             position,
